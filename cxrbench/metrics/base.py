@@ -1,0 +1,82 @@
+"""Metric interface: pure functions of a neighbour table and the labels.
+
+:class:`EvalData` holds everything a metric may read. Neighbours are dataset
+row indices (``-1`` pads rows with fewer than k neighbours after exclusions);
+labels are the dataset's full (N, L) int8 matrix (1 / 0 / -1 unknown).
+Nothing here ever builds a queries x gallery matrix.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EvalData:
+    queries: np.ndarray  # (Q,) int64 dataset rows
+    neighbors: np.ndarray  # (Q, k) int64 dataset rows, -1 = none
+    distances: np.ndarray  # (Q, k) float32, ascending per row
+    labels: np.ndarray  # (N, L) int8 over label_names
+    label_names: tuple[str, ...]
+    patient_ids: np.ndarray  # (N,) str
+    single_label: bool = False
+    irma_codes: np.ndarray | None = None  # (N,) str
+    irma_tree: Any | None = None
+    #: labels of the queries when they do not come from the dataset rows
+    #: (text queries); (Q, L). None: use labels[queries].
+    query_labels: np.ndarray | None = None
+    query_irma_codes: np.ndarray | None = None
+
+    @property
+    def k_max(self) -> int:
+        return int(self.neighbors.shape[1])
+
+    @property
+    def n_queries(self) -> int:
+        return int(self.queries.shape[0])
+
+    def qlabels(self) -> np.ndarray:
+        return self.labels[self.queries] if self.query_labels is None else self.query_labels
+
+    def qcodes(self) -> np.ndarray | None:
+        if self.query_irma_codes is not None:
+            return self.query_irma_codes
+        return None if self.irma_codes is None else self.irma_codes[self.queries]
+
+    def take(self, rows: np.ndarray) -> "EvalData":
+        """The same evaluation restricted to (possibly repeated) query rows."""
+        return replace(
+            self,
+            queries=self.queries[rows],
+            neighbors=self.neighbors[rows],
+            distances=self.distances[rows],
+            query_labels=None if self.query_labels is None else self.query_labels[rows],
+            query_irma_codes=None if self.query_irma_codes is None else self.query_irma_codes[rows],
+        )
+
+    def query_patients(self) -> np.ndarray:
+        return self.patient_ids[self.queries]
+
+
+class Metric(ABC):
+    """A family of metrics computed together (e.g. ``knn_auc`` gives ``knn_auc@k``
+    and ``knn_auc@k[label]``). Registered with ``@METRICS.register(name)``."""
+
+    name: ClassVar[str] = "metric"
+    #: keys starting with these prefixes are "lower is better"
+    lower_is_better_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    def applicable(self, data: EvalData) -> str | None:
+        """None if the metric can be computed on ``data``, else the reason why not."""
+        return None
+
+    @abstractmethod
+    def compute(self, data: EvalData, ks: Sequence[int]) -> dict[str, float]:
+        """Values keyed ``<metric>@<k>`` and ``<metric>@<k>[<label>]``."""
+
+    def higher_is_better(self, key: str) -> bool:
+        return not key.startswith(self.lower_is_better_prefixes)
