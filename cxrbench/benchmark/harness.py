@@ -257,6 +257,8 @@ def _fit(encoder: Encoder, dataset: Dataset, rows: np.ndarray, cfg: RunConfig,
         if progress:
             progress(f"fit {stage}", int(done), int(total))
 
+    if encoder.cache_dir is None:
+        encoder.cache_dir = _cache_dir(cfg)
     encoder.fit(Subset(dataset, rows), progress=fit_progress, seed=cfg.seed)
     return time.perf_counter() - t0
 

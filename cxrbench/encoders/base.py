@@ -16,6 +16,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -94,6 +95,9 @@ class Encoder(ABC):
         self.device = torch.device(params.get("device", "cpu"))
         self.input_spec: InputSpec = InputSpec()
         self.embedding_spec: EmbeddingSpec | None = None
+        #: where trainable encoders keep checkpoints; the harness sets it from
+        #: its cache dir before ``fit`` (None: ``default_cache_dir()``)
+        self.cache_dir: Path | None = None
 
     # -- to implement -------------------------------------------------------
     @abstractmethod
