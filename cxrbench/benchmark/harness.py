@@ -125,7 +125,15 @@ def create_encoder(name: str, **params: Any) -> Encoder:
 
 
 def create_dataset(name: str, root: str | None = None, **params: Any) -> Dataset:
-    return DATASETS.create(name, root=root, **params)
+    """Build a registered dataset; the generic ``subset`` parameter (any dataset)
+    restricts rows/labels (see :mod:`cxrbench.datasets._filter`)."""
+    subset = params.pop("subset", None)
+    ds = DATASETS.create(name, root=root, **params)
+    if subset:
+        from cxrbench.datasets._filter import apply_subset
+
+        ds = apply_subset(ds, subset)
+    return ds
 
 
 def image_source(dataset: Dataset, encoder: Encoder, cfg: RunConfig) -> Any:
