@@ -23,6 +23,8 @@ def _num(v: float | None) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     from cxrbench.cli import console, err_console
@@ -30,20 +32,26 @@ def main(args: argparse.Namespace) -> int:
 
     rep = check(args.baseline, args.results)
     lines = rep.lines if args.all else rep.moved()
-    if lines:
-        t = Table(title=f"{args.results} vs {args.baseline}")
-        for col in ("run", "metric", "baseline", "95% CI", "now", "delta", "tolerance", "status"):
-            t.add_column(col, justify="right" if col in ("baseline", "now", "delta", "tolerance")
-                         else "left")
-        for ln in lines:
-            ci = "" if ln.ci is None else f"[{_num(ln.ci[0])}, {_num(ln.ci[1])}]"
+    runs: dict[str, list] = {}
+    for ln in lines:
+        runs.setdefault(ln.run, []).append(ln)
+    for run, group in runs.items():  # one table per run: fits an 80-column CI log
+        t = Table(title=escape(run), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("metric", "baseline [95% CI]", "now", "delta", "limit", "status"):
+            t.add_column(col, justify="right" if col in ("now", "delta") else "left",
+                         no_wrap=col != "status")
+        for ln in group:
+            base = _num(ln.baseline) + ("" if ln.ci is None else
+                                        f" [{_num(ln.ci[0])}, {_num(ln.ci[1])}]")
             d = ln.delta
-            delta = "" if d is None else f"{d:+.4f}"
-            tol = "CI" if ln.tolerance is None and ln.ci else _num(ln.tolerance)
             style = STYLE.get(ln.status.value, "")
-            status = f"[{style}]{ln.status.value}[/{style}]" + (f" {ln.note}" if ln.note else "")
-            t.add_row(ln.run, ln.metric, _num(ln.baseline), ci, _num(ln.now), delta, tol, status)
+            status = f"[{style}]{ln.status.value}[/{style}]" + (f" {escape(ln.note)}" if ln.note else "")
+            t.add_row(escape(ln.metric), base, _num(ln.now), "" if d is None else f"{d:+.4f}",
+                      ln.limit, status)
         console.print(t)
+    if runs:
+        console.print("limit: the baseline's 95% CI bound on the bad side, or the baseline "
+                      "minus/plus an explicit tolerance from the baseline file", style="dim")
     n_cmp = sum(1 for ln in rep.lines if ln.metric != "(all)")
     console.print(f"{rep.n_entries} baseline run(s), {rep.n_results} fresh run(s), "
                   f"{n_cmp} metric(s) compared, {len(rep.failed)} failure(s)", highlight=False)

@@ -178,6 +178,21 @@ class Line:
     now: float | None = None
     tolerance: float | None = None
     note: str = ""
+    higher_is_better: bool = True
+
+    @property
+    def limit(self) -> str:
+        """The bound the value had to meet, e.g. ``≥ 0.790`` (CI low) or ``≤ 0.350``."""
+        if self.baseline is None:
+            return ""
+        op = "≥" if self.higher_is_better else "≤"
+        if self.tolerance is not None:
+            b = self.baseline - self.tolerance if self.higher_is_better else self.baseline + self.tolerance
+        elif self.ci is not None:
+            b = self.ci[0] if self.higher_is_better else self.ci[1]
+        else:
+            b = self.baseline
+        return f"{op} {b:.3f}" if abs(b) < 100 else f"{op} {b:.1f}"
 
     @property
     def delta(self) -> float | None:
@@ -256,13 +271,15 @@ def compare(doc: dict, results: Sequence[Result]) -> Report:
             ci = tuple(spec["ci"]) if spec.get("ci") else None
             tol = _tolerance(metric, entry, doc)
             now = res.metrics.get(metric)
+            hib = bool(spec.get("higher_is_better", True))
             if now is None:
                 why = res.skipped_metrics.get(metric.split("@")[0], "")
                 rep.lines.append(Line(name, metric, Status.MISSING, float(spec["value"]), ci,
-                                      None, tol, note=why or "metric absent from the Result"))
+                                      None, tol, why or "metric absent from the Result", hib))
                 continue
             st = judge(float(now), spec, tol)
-            rep.lines.append(Line(name, metric, st, float(spec["value"]), ci, float(now), tol))
+            rep.lines.append(Line(name, metric, st, float(spec["value"]), ci, float(now), tol,
+                                  higher_is_better=hib))
     for ck, res in sorted(by_key.items()):
         if ck not in matched:
             rep.lines.append(Line(describe_key(run_key(res)), "(all)", Status.NEW,
