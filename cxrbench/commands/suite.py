@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class SuiteProgress:
     """One display: an overall bar over runs plus the current run's stage bars."""
 
-    def __init__(self, console: Any, total: int, enabled: bool) -> None:
+    def __init__(self, console: Any, total: int, enabled: bool, log_runs: bool = True) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -44,6 +44,7 @@ class SuiteProgress:
 
         self.console = console
         self.enabled = enabled
+        self.log_runs = log_runs
         self.progress = Progress(
             TextColumn("[bold]{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled,
@@ -67,6 +68,8 @@ class SuiteProgress:
             self.progress.remove_task(task)
         self.stages.clear()
         self.progress.advance(self.overall, 1)
+        if not self.log_runs:
+            return
         style = STYLE.get(outcome.status, "")
         extra = f" ({outcome.seconds:.1f}s)" if outcome.status == "done" else ""
         why = f": {outcome.reason}" if outcome.reason and outcome.status != "exists" else ""
@@ -101,25 +104,25 @@ def main(args: argparse.Namespace) -> int:
         return 2
     console.print(f"[bold]suite[/bold] {suite.name}: {len(chosen)} of {len(suite.runs)} runs "
                   f"-> {out}", highlight=False)
-    display = SuiteProgress(err_console, len(chosen), enabled=not (args.quiet or args.list))
+    display = SuiteProgress(err_console, len(chosen), enabled=not (args.quiet or args.list),
+                            log_runs=not args.list)
     try:
         report = run_suite(suite, out, only=args.only, overrides=overrides,
                            progress=display.stage, on_event=display.event, dry_run=args.list)
     finally:
         display.close()
 
-    t = Table(title=f"suite {suite.name}")
-    for col in ("#", "run", "status", "headline", "detail"):
-        t.add_column(col, justify="right" if col == "#" else "left")
+    t = Table(title=f"suite {suite.name} -> {out}")
+    for col in ("#", "run", "status", "detail"):
+        t.add_column(col, justify="right" if col == "#" else "left", no_wrap=col == "status")
     for o in report.outcomes:
-        head = ""
+        detail = o.reason if o.status in ("failed", "skipped") else ""
         if o.result is not None:
             keys = headline_keys(o.result)[:2]
-            head = ", ".join(f"{k} {fmt(o.result, k)}" for k in keys)
-        detail = o.reason if o.status in ("failed", "skipped") else (o.result_path or "")
+            detail = ", ".join(f"{k} {fmt(o.result, k)}" for k in keys) or "(no metrics)"
         style = STYLE.get(o.status, "")
         t.add_row(str(o.run.index), escape(o.run.label), f"[{style}]{o.status}[/{style}]",
-                  escape(head), escape(detail))
+                  escape(detail))
     console.print(t)
     counts = {s: report.count(s) for s in ("done", "exists", "skipped", "failed", "todo")}
     console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing to do",

@@ -10,12 +10,16 @@ Format (every key but ``runs``/``grid`` optional; see configs/suites/README.md):
       dataset: phantom
       dataset_params: {n: 1200}
       k: [1, 5, 10]
-    runs:                            # explicit runs (RunConfig keys, plus `label`)
+    runs:                            # explicit runs (RunConfig keys, plus `label`/`tag`)
       - encoder: raw
       - {encoder: stacked-ae, encoder_params: {layers: [1024, 600, 500, 260]}}
     grid:                            # cartesian product, one run per combination
       encoder: [raw, random]         # each value is a list of alternatives
       dataset: [{name: nih14, root: "${DATA}/nih14-mini"}, phantom]
+
+Labels: a run is named by ``label`` if given, else by its encoder, dataset and
+protocol (``raw(size=16) @ phantom(n=300) holdout``), prefixed with ``tag: ``
+when it has a ``tag``; ``--only`` matches these names.
 
 Merging: a run (or grid combination) overrides ``defaults`` key by key;
 ``encoder_params`` / ``dataset_params`` merge key by key, unless the run names
@@ -222,6 +226,7 @@ def load_suite(path: str | Path) -> Suite:
     for i, m in enumerate(maps):
         merged = merge(defaults, m)
         label = merged.pop("label", None)
+        tag = merged.pop("tag", None)
         root = merged.get("root")
         if root is not None:
             root = str(root)
@@ -231,6 +236,8 @@ def load_suite(path: str | Path) -> Suite:
         except (TypeError, ValueError) as exc:
             raise SuiteError(f"{where}: run {i + 1}: {exc}") from None
         label = str(label) if label else auto_label(cfg)
+        if tag:
+            label = f"{tag}: {label}"
         labels[label] = labels.get(label, 0) + 1
         if labels[label] > 1:
             label = f"{label} #{labels[label]}"
