@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,12 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cxrbench-example-p
 def plugin_site(tmp_path_factory):
     """pip-install the example plugin into a private folder (not the test venv)."""
     target = tmp_path_factory.mktemp("site")
+    # build from a copy: an in-tree build would leave build/ and *.egg-info behind
+    src = tmp_path_factory.mktemp("src") / "plugin"
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     p = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(target), str(EXAMPLE)],
+         "--disable-pip-version-check", "--target", str(target), str(src)],
         capture_output=True, text=True, timeout=300,
     )
     assert p.returncode == 0, p.stderr
