@@ -65,7 +65,6 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._builtins_loaded = package is None
         self._plugins_loaded = False
-        self._plugin_errors: dict[str, str] = {}
 
     # -- registration -------------------------------------------------------
     def register(
@@ -114,9 +113,10 @@ class Registry(Generic[T]):
         self._plugins_loaded = True
         for ep in entry_points(group=self.group):
             if ep.name in self._entries:
-                # a plugin may not shadow a built-in silently
-                self._plugin_errors[ep.name] = (
-                    f"entry point {ep.value!r} clashes with an existing {self.kind} of that name"
+                # a plugin never replaces a built-in: keep the built-in, say so
+                log.warning(
+                    "ignoring %s plugin %r (entry point %s): the name is already taken by %s",
+                    self.kind, ep.name, ep.value, self._entries[ep.name].source,
                 )
                 continue
             self._entries[ep.name] = Entry(ep.name, _LazyEntryPoint(ep), "", f"plugin {ep.value}")
@@ -138,8 +138,6 @@ class Registry(Generic[T]):
         """Return the registered object, loading a plugin entry point if needed."""
         self._ensure()
         if name not in self._entries:
-            if name in self._plugin_errors:
-                raise RegistryError(f"{self.kind} {name!r}: {self._plugin_errors[name]}")
             raise RegistryError(self._unknown_message(name))
         entry = self._entries[name]
         if isinstance(entry.obj, _LazyEntryPoint):
@@ -166,7 +164,7 @@ class Registry(Generic[T]):
 
     def _unknown_message(self, name: str) -> str:
         valid = self.names()
-        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         return (
             f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(valid)}. "
