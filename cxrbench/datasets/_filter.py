@@ -118,6 +118,18 @@ class SubsetDataset(Dataset):
         _ = self.index  # make sure rows are known
         return self.base.load_image(int(self.rows[i]))
 
+    @property
+    def cache_images(self) -> bool:
+        """Whether the harness should cache decoded images (as the wrapped dataset says)."""
+        return bool(getattr(self.base, "cache_images", True))
+
+    def failed_rows(self) -> np.ndarray:
+        """The wrapped dataset's unreadable rows (``on_error: skip``), in subset rows."""
+        fn = getattr(self.base, "failed_rows", None)
+        bad = np.asarray(fn() if fn is not None else [], dtype=np.int64)
+        _ = self.index
+        return np.flatnonzero(np.isin(self.rows, bad)).astype(np.int64)
+
     def irma_tree(self) -> Any | None:
         return self.base.irma_tree()
 
