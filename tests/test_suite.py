@@ -412,3 +412,22 @@ def test_ci_suite_gate_end_to_end(tmp_path, capsys):
     path.write_text(json.dumps(d))
     assert main(["check", "--baseline", str(base), "--results", str(out)]) == 1
     assert "WORSE" in capsys.readouterr().out
+
+
+def test_subset_maps_unreadable_rows_and_cache_flag():
+    from cxrbench.datasets._filter import SubsetDataset
+    from cxrbench.testing import TinyDataset
+
+    class Flaky(TinyDataset):
+        cache_images = False
+
+        def failed_rows(self):
+            return np.array([1, 2, 7])
+
+    base = Flaky(n=10)
+    sub = SubsetDataset(base, {"require_any": ["ring"]})
+    want = np.flatnonzero(base.index.labels[:, 2] == 1)
+    expected = [j for j, row in enumerate(want) if row in (1, 2, 7)]
+    assert sub.failed_rows().tolist() == expected
+    assert sub.cache_images is False
+    assert SubsetDataset(TinyDataset(n=10), {"splits": ["train"]}).cache_images is True

@@ -97,6 +97,9 @@ class Board:
     rows: list[Row] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     superseded: int = 0
+    #: the dataset params named in the title (those that differ between boards)
+    shown_params: dict[str, Any] = field(default_factory=dict)
+    show_fingerprint: bool = False
 
     @property
     def slug(self) -> str:
@@ -129,9 +132,18 @@ class Board:
                 return list(names)
         return []
 
+    def data_label(self) -> str:
+        """The dataset name plus what tells it apart from the other boards of that
+        dataset: the differing parameters, else the fingerprint (see :func:`build_boards`)."""
+        out = self.dataset
+        if self.shown_params:
+            out += f" ({describe_params(self.shown_params)})"
+        if self.show_fingerprint:
+            out += f" [data {self.dataset_fingerprint[:8]}]"
+        return out
+
     def title(self) -> str:
-        ds = self.dataset + (f" ({describe_params(self.dataset_params)})" if self.dataset_params else "")
-        return f"{ds} · {protocol_text(self.protocol)}"
+        return f"{self.data_label()} · {protocol_text(self.protocol)}"
 
 
 def protocol_text(p: dict[str, Any]) -> str:
@@ -221,7 +233,27 @@ def build_boards(results: Iterable[Result], k: int | None = None) -> list[Board]
         boards.append(b)
     boards.sort(key=lambda b: (b.dataset, canonical(b.dataset_params), b.dataset_fingerprint,
                                canonical(b.protocol)))
+    _name_data(boards)
     return boards
+
+
+def _name_data(boards: list[Board]) -> None:
+    """Short titles: of a dataset's parameters, show those in which its boards differ;
+    when boards differ only in content (same params, other fingerprint), show that."""
+    by_name: dict[str, list[Board]] = {}
+    for b in boards:
+        by_name.setdefault(b.dataset, []).append(b)
+    for group in by_name.values():
+        keys = sorted({k for b in group for k in b.dataset_params})
+        differ = [k for k in keys
+                  if len({canonical(b.dataset_params.get(k, "<unset>")) for b in group}) > 1]
+        for b in group:
+            b.shown_params = {k: b.dataset_params[k] for k in differ if k in b.dataset_params}
+        fps_per_params: dict[str, set[str]] = {}
+        for b in group:
+            fps_per_params.setdefault(canonical(b.dataset_params), set()).add(b.dataset_fingerprint)
+        for b in group:
+            b.show_fingerprint = len(fps_per_params[canonical(b.dataset_params)]) > 1
 
 
 def fmt_number(v: float) -> str:

@@ -101,6 +101,8 @@ def board_section(board: Board, plots: Sequence[tuple[str, str]] = ()) -> list[s
     boots = sorted({_n_boot(r) for _, r in rows})
     lines = [f"## {_esc(board.title())}", ""]
     facts = [f"Dataset `{board.dataset}`, fingerprint `{board.dataset_fingerprint}`"]
+    if board.dataset_params:
+        facts.append(f"parameters {_esc(describe_params(board.dataset_params))}")
     if len(queries) == 1:
         facts.append(f"{queries[0]} queries")
     facts.append(f"runs of {run_dates(board)} with cxrbench {versions(board)}")
@@ -239,8 +241,7 @@ def readme(
                   "by the newest.", ""]
     body = []
     for b in boards:
-        ds = b.dataset + (f" ({describe_params(b.dataset_params)})" if b.dataset_params else "")
-        body.append([f"[{_esc(ds)}]({dataset_file(b.dataset)})", _esc(protocol_text(b.protocol)),
+        body.append([f"[{_esc(b.data_label())}]({dataset_file(b.dataset)})", _esc(protocol_text(b.protocol)),
                      f"`{b.dataset_fingerprint}`", str(len(b.rows)), _best_text(b),
                      run_dates(b), versions(b)])
     lines += _table(["dataset", "protocol", "fingerprint", "encoders", "best", "runs", "cxrbench"],
