@@ -51,6 +51,7 @@ def test_baseline_document(tmp_path):
     doc = json.loads(path.read_text())
     assert doc["format"] == "cxrbench-baseline/1"
     raw = [e for e in doc["entries"] if e["key"]["encoder"] == "raw"][0]
+    assert raw["label"] == "raw(size=32) · phantom(n=300) · holdout · seed 0"
     assert raw["key"] == {"encoder": "raw", "encoder_params": {"size": 32}, "dataset": "phantom",
                           "dataset_params": {"n": 300}, "seed": 0,
                           "protocol": {"name": "holdout", "exclude_same_patient": True}}

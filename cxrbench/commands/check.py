@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
         t = Table(title=escape(run), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("metric", "baseline [95% CI]", "now", "delta", "limit", "status"):
             t.add_column(col, justify="right" if col in ("now", "delta") else "left",
-                         no_wrap=col != "status")
+                         no_wrap=col != "status", min_width=8 if col == "status" else None)
         for ln in group:
             base = _num(ln.baseline) + ("" if ln.ci is None else
                                         f" [{_num(ln.ci[0])}, {_num(ln.ci[1])}]")

@@ -12,6 +12,7 @@ A baseline is a JSON file of expected metric values with their 95% CIs::
                   "dataset": "phantom", "dataset_params": {"n": 300},
                   "protocol": {"name": "holdout", "exclude_same_patient": true},
                   "seed": 0},
+          "label": "raw · phantom(n=300) · holdout · seed 0",   # for display only
           "dataset_fingerprint": "0123456789abcdef",
           "run_fingerprint": "...", "created": "...",
           "metrics": {"knn_auc@10": {"value": 0.81, "ci": [0.78, 0.84],
@@ -62,6 +63,7 @@ from cxrbench.leaderboards.collect import (
     describe_key,
     load_results,
     run_key,
+    run_label,
 )
 
 FORMAT = "cxrbench-baseline/1"
@@ -104,6 +106,7 @@ def make_baseline(results: Sequence[Result], *, metrics: Sequence[str] | None = 
                       "ci": None if not ci else [float(ci[0]), float(ci[1])],
                       "higher_is_better": bool(r.higher_is_better.get(key, True))}
         entries.append({
+            "label": run_label(r),
             "key": run_key(r),
             "dataset_fingerprint": r.dataset.get("fingerprint"),
             "run_fingerprint": r.run_fingerprint,
@@ -254,7 +257,7 @@ def compare(doc: dict, results: Sequence[Result]) -> Report:
     matched = set()
     for entry in doc.get("entries", []):
         ck = canonical(entry["key"])
-        name = describe_key(entry["key"])
+        name = str(entry.get("label") or describe_key(entry["key"]))
         res = by_key.get(ck)
         if res is None:
             rep.lines.append(Line(name, "(all)", Status.MISSING, note="no fresh Result for this run"))
@@ -282,7 +285,7 @@ def compare(doc: dict, results: Sequence[Result]) -> Report:
                                   higher_is_better=hib))
     for ck, res in sorted(by_key.items()):
         if ck not in matched:
-            rep.lines.append(Line(describe_key(run_key(res)), "(all)", Status.NEW,
+            rep.lines.append(Line(run_label(res), "(all)", Status.NEW,
                                   note="no baseline entry"))
     return rep
 

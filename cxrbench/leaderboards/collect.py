@@ -197,3 +197,12 @@ def describe_key(key: dict[str, Any]) -> str:
     if not p.get("exclude_same_patient", True):
         prot += ", same patient allowed"
     return f"{enc} · {ds} · {prot} · seed {key.get('seed', 0)}"
+
+
+def run_label(res: Result) -> str:
+    """A short name for a Result's run key, from the params as the user wrote them
+    (the key itself holds the resolved params, defaults included)."""
+    cfg = res.config or {}
+    key = run_key(res)
+    return describe_key({**key, "encoder_params": cfg.get("encoder_params", key["encoder_params"]),
+                         "dataset_params": cfg.get("dataset_params", key["dataset_params"])})
