@@ -83,6 +83,12 @@ class Row:
         return None if v is None else float(v)
 
     @property
+    def fit_seconds(self) -> float | None:
+        """Training time of a trainable encoder (None when it was not trained)."""
+        v = (self.result.timings or {}).get("fit")
+        return float(v) if v else None
+
+    @property
     def images_per_s(self) -> float | None:
         v = (self.result.throughput or {}).get("images_per_s")
         return None if v is None else float(v)

@@ -118,6 +118,8 @@ def board_section(board: Board, plots: Sequence[tuple[str, str]] = ()) -> list[s
     if board.primary:
         legend += f"Rank: by {board.primary}. "
     legend += "Empty cell: not measured."
+    if any(r.fit_seconds for _, r in rows):
+        legend += " ms/image: embedding time; fit s: training time of trainable encoders."
     lines += [legend, ""]
 
     header = ["rank", "encoder"]
@@ -130,6 +132,10 @@ def board_section(board: Board, plots: Sequence[tuple[str, str]] = ()) -> list[s
         align.append("r")
     header += ["dim", "bytes/image", "ms/image"]
     align += ["r", "r", "r"]
+    show_fit = any(r.fit_seconds for _, r in rows)
+    if show_fit:
+        header.append("fit s")
+        align.append("r")
     bests = {c: best_rows(board, c) for c in board.columns}
     index = {id(r): i for i, r in enumerate(board.rows)}
     body = []
@@ -141,6 +147,8 @@ def board_section(board: Board, plots: Sequence[tuple[str, str]] = ()) -> list[s
             q = _queries(r)
             cells.append("" if q is None else str(q))
         cells += [_dim(r), _bytes(r), _ms(r)]
+        if show_fit:
+            cells.append("" if r.fit_seconds is None else f"{r.fit_seconds:.3g}")
         body.append(cells)
     lines += _table(header, align, body)
     if board.superseded:
