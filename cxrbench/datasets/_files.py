@@ -28,7 +28,9 @@ may be inside a DataLoader worker process. The design:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
+import gc
 import gzip
 import hashlib
 import io
@@ -38,7 +40,7 @@ import tempfile
 from collections import defaultdict
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -176,6 +178,23 @@ def _new_failure_log() -> str:
     return path
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while parsing big CSVs.
+
+    Building millions of small lists and strings triggers full collections
+    over every live object again and again; with it paused, parsing the
+    223k-row CheXpert CSV is several times faster. Nothing parsed is cyclic.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 # -- files ------------------------------------------------------------------------------
 def existing(paths: Sequence[str]) -> np.ndarray:
     """Boolean mask: which of ``paths`` exist as files.
@@ -190,15 +209,40 @@ def existing(paths: Sequence[str]) -> np.ndarray:
         by_dir[d].append(j)
         names.append(name)
     mask = np.zeros(len(names), dtype=bool)
+    gone: set[str] = set()  # folders known to be absent: their subfolders are not listed
     for d, js in by_dir.items():
+        if _under_gone(d, gone):
+            continue
         try:
             with os.scandir(d or os.sep) as it:
                 present = {e.name for e in it if not e.is_dir()}
         except (FileNotFoundError, NotADirectoryError, PermissionError):
+            _mark_gone(d, gone)
             continue
         for j in js:
             mask[j] = names[j] in present
     return mask
+
+
+def _under_gone(d: str, gone: set[str]) -> bool:
+    while d:
+        if d in gone:
+            return True
+        parent = d.rpartition(os.sep)[0]
+        if parent == d:
+            break
+        d = parent
+    return False
+
+
+def _mark_gone(d: str, gone: set[str]) -> None:
+    """Record the highest missing ancestor of ``d`` (so a whole absent tree costs a few calls)."""
+    while True:
+        parent = d.rpartition(os.sep)[0]
+        if not parent or os.path.isdir(parent):
+            gone.add(d)
+            return
+        d = parent
 
 
 def find_file(folder: Path, names: Iterable[str]) -> Path | None:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cxrbench.datasets import DATASETS
-from cxrbench.datasets._files import FileDataset, existing, find_file, hash_split, open_text
+from cxrbench.datasets._files import FileDataset, no_gc, existing, find_file, hash_split, open_text
 from cxrbench.datasets.base import Index
 
 FINDINGS = (
@@ -89,6 +89,10 @@ class NIHChestXray14(FileDataset):
         return p
 
     def _build_index(self) -> Index:
+        with no_gc():
+            return self._parse()
+
+    def _parse(self) -> Index:
         path = self.csv_path()
         with open_text(path) as fh:
             reader = csv.reader(fh)
@@ -120,6 +124,12 @@ class NIHChestXray14(FileDataset):
                    f"they are left out")
             self.info["missing_files"] = n_missing
             self.info["missing_examples"] = [names[j] for j in np.flatnonzero(~keep)[:10]]
+            if n_missing == len(names):
+                raise FileNotFoundError(
+                    f"nih14: none of the {len(names)} images listed in {path.name} is on disk; "
+                    f"expected them in {self.root_path / 'images'} or "
+                    f"{self.root_path / 'images_001' / 'images'} ... (the extracted archives)"
+                )
             if self.strict:
                 raise FileNotFoundError(f"nih14 (strict): {msg}. First missing: "
                                         f"{', '.join(self.info['missing_examples'][:5])}")
