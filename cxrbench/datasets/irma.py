@@ -46,8 +46,8 @@ AXIS_FILES = ("A.csv", "B.csv", "C.csv", "D.csv")
 CODE_RE = re.compile(r"^[0-9a-z]{4}-[0-9a-z]{3}-[0-9a-z]{3}-[0-9a-z]{3}$")
 _OFFICIAL_LINE = re.compile(r"^\[\s*([0-9a-zA-Z]+)\s*\]\s*(.*)$")
 _SUFFIXES = (".csv", ".txt")
-#: an axis code: a digit, then digits or letters (IRMA uses a-z beyond 9, e.g. 12f)
-_PREFIX = re.compile(r"[0-9][0-9a-z]*")
+#: an axis code: 1-4 characters 0-9 or a-z (IRMA counts on past 9 with letters, e.g. 12f)
+_PREFIX = re.compile(r"[0-9a-z]{1,4}")
 
 
 @DATASETS.register("irma")
