@@ -63,7 +63,8 @@ def test_pre_split_folders(tmp_path):
 
 def test_csv_patients_multilabels_splits_and_dicom(tmp_path):
     root = seed003_tree(tmp_path / "d", n_eff=2, n_no=2)
-    save_dicom(root / "effusion" / "scan.dcm", np.array([[0, 10], [20, 40]], dtype=np.uint16))
+    save_dicom(root / "effusion" / "scan.dcm", np.array([[0, 10], [20, 40]], dtype=np.uint16),
+               photometric="MONOCHROME1")
     (root / "labels.csv").write_text(
         "path,patient_id,labels,split,view\n"
         "effusion/eff000.png,P1,effusion|cardiomegaly,train,PA\n"
@@ -80,7 +81,8 @@ def test_csv_patients_multilabels_splits_and_dicom(tmp_path):
     assert ix.patient_ids[e0] == ix.patient_ids[e1] == "P1" and ix.patient_ids[n0] == "P2"
     assert ix.splits[e0] == "train" and ix.splits[n0] == "test" and ix.views[e1] == "AP"
     assert any("1 rows of labels.csv match no image" in w for w in ds.info["warnings"])
-    np.testing.assert_allclose(ds.load_image(row["effusion/scan.dcm"]), [[0, .25], [.5, 1]])
+    # MONOCHROME1: inverted after scaling, so high stored values come out dark
+    np.testing.assert_allclose(ds.load_image(row["effusion/scan.dcm"]), [[1, .75], [.5, 0]])
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         make(root, csv="nope.csv").index
 

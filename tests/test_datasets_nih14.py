@@ -156,3 +156,28 @@ def test_real_nih14_mini_gives_308_records_with_csv_labels():
         assert set(ds[j].positive_labels) == set(r["Finding Labels"].split("|"))
     img = ds.load_image(0)
     assert img.shape == (256, 256) and 0 <= img.min() and img.max() <= 1
+
+
+def test_behaviour_params_do_not_change_the_fingerprint(tmp_path):
+    root = nih_tree(tmp_path / "nih")
+    fp = make(root).fingerprint()
+    assert make(root, on_error="skip").fingerprint() == fp  # same rows: caches are reused
+    assert make(root, strict=True).fingerprint() == fp
+    assert make(root, split_seed=1).fingerprint() != fp
+    assert make(root, on_error="skip").describe()["on_error"] == "skip"
+
+
+def test_rgba_and_16bit_pngs_inside_the_layout(tmp_path):
+    # some real NIH PNGs are RGBA; 16-bit exports are common in re-distributions
+    from PIL import Image
+
+    root = nih_tree(tmp_path / "nih")
+    rgba = np.zeros((24, 24, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = 200, 255
+    Image.fromarray(rgba, mode="RGBA").save(root / "images" / "00000004_000.png")
+    deep = np.full((24, 24), 40000, np.uint16)
+    Image.fromarray(deep).save(root / "images" / "00000005_000.png")
+    ds = make(root)
+    ids = list(ds.index.ids)
+    np.testing.assert_allclose(ds.load_image(ids.index("00000004_000.png")), 200 / 255, atol=1e-6)
+    np.testing.assert_allclose(ds.load_image(ids.index("00000005_000.png")), 40000 / 65535, atol=1e-6)

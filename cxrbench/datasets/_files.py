@@ -99,6 +99,18 @@ class FileDataset(Dataset):
         if self.on_error is OnError.SKIP:
             self._failure_log = _new_failure_log()
 
+    #: parameters that change behaviour but never the rows: kept out of the
+    #: fingerprint, so switching them reuses the image and embedding caches
+    _BEHAVIOUR_PARAMS = ("on_error", "strict")
+
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self._params.items() if k not in self._BEHAVIOUR_PARAMS}
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["on_error"] = self.on_error.value
+        return d
+
     # -- index helpers ------------------------------------------------------------
     def _set_paths(self, paths: Sequence[str]) -> None:
         self._paths = np.asarray(list(paths), dtype=object)

@@ -231,6 +231,7 @@ def _create_sized(path: Path, nbytes: int) -> None:
         return
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a shared cache should be readable
         if nbytes:
             try:
                 os.posix_fallocate(fd, 0, nbytes)
