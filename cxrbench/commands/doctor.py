@@ -36,7 +36,8 @@ def dataset_params(items: list[str] | None) -> dict[str, Any]:
     return {**enc, **ds}
 
 
-def check_images(dataset: Any, rows: np.ndarray, progress: Any = None) -> tuple[list[tuple[int, str]], Counter]:
+def check_images(dataset: Any, rows: np.ndarray,
+                 progress: Any = None) -> tuple[list[tuple[int, str]], Counter]:
     """Decode ``rows``; return (row, error) for failures and a Counter of image sizes."""
     read = getattr(dataset, "read", None) or dataset.load_image
     bad: list[tuple[int, str]] = []

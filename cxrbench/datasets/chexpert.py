@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from cxrbench.datasets import DATASETS
-from cxrbench.datasets._files import FileDataset, no_gc, existing, find_file, open_text
+from cxrbench.datasets._files import FileDataset, existing, find_file, no_gc, open_text
 from cxrbench.datasets.base import UNKNOWN, Index
 
 OBSERVATIONS = (
@@ -228,7 +228,9 @@ class CheXpert(FileDataset):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d["n_studies"] = int(len(np.unique(self.study_ids))) if self.study_ids is not None and len(self.study_ids) else 0
+        self.index  # noqa: B018 - study ids come with the index
+        studies = self.study_ids if self.study_ids is not None else []
+        d["n_studies"] = len(set(studies))
         return d
 
 

@@ -170,7 +170,8 @@ class IRMA(FileDataset):
             keep = np.asarray([i in where for i in ids], dtype=bool)
             n_missing = int((~keep).sum())
             if n_missing:
-                msg = f"{n_missing} of {len(ids)} images in the code files have no <image_id>.png under {self.root_path}; they are left out"
+                msg = (f"{n_missing} of {len(ids)} images in the code files have no <image_id>.png "
+                       f"under {self.root_path}; they are left out")
                 self.info["missing_files"] = n_missing
                 self.info["missing_examples"] = [f"{ids[j]}.png" for j in np.flatnonzero(~keep)[:10]]
                 if self.strict or n_missing == len(ids):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cxrbench.datasets import DATASETS
-from cxrbench.datasets._files import FileDataset, no_gc, existing, find_file, hash_split, open_text
+from cxrbench.datasets._files import FileDataset, find_file, hash_split, no_gc, open_text
 from cxrbench.datasets.base import Index
 
 FINDINGS = (
@@ -119,9 +119,10 @@ class NIHChestXray14(FileDataset):
             paths = [os.path.join(base, n) for n in names]
         n_missing = int((~keep).sum())
         if n_missing:
+            looked = (", ".join(str(f) for f in folders)
+                      or f"no image folder: expected {self.root_path / 'images'}")
             msg = (f"{n_missing} of {len(names)} images listed in {path.name} are not on disk "
-                   f"(looked in {', '.join(str(f) for f in folders) or 'no image folder: expected ' + str(self.root_path / 'images')}); "
-                   f"they are left out")
+                   f"(looked in {looked}); they are left out")
             self.info["missing_files"] = n_missing
             self.info["missing_examples"] = [names[j] for j in np.flatnonzero(~keep)[:10]]
             if n_missing == len(names):
