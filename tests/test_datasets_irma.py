@@ -120,6 +120,13 @@ def test_irma_tree_uses_hierarchy_or_flags_derived(tmp_path, monkeypatch):
             calls.append(("from_codes", sorted(codes)))
             return cls()
 
+        def extended(self, codes):
+            calls.append(("extended", sorted(codes)))
+            return self
+
+        def describe(self):
+            return {"source": "fake"}
+
     fake = types.ModuleType("cxrbench.metrics.irma")
     fake.IrmaCodeTree = FakeTree
     monkeypatch.setitem(sys.modules, "cxrbench.metrics.irma", fake)
@@ -131,6 +138,17 @@ def test_irma_tree_uses_hierarchy_or_flags_derived(tmp_path, monkeypatch):
     ds.irma_tree()
     assert calls == [("from_codes", sorted(c for _, c in TRAIN + TEST))]
     assert ds.info["irma_hierarchy"] == {"source": "derived from the observed codes", "approximation": True}
+    assert ds.info["irma_tree"] == {"source": "fake"}
+    # gaps: the exact tree by default (the metric then refuses), extended on request
+    calls.clear()
+    make(irma_tree(tmp_path / "c")).irma_tree()
+    assert [c[0] for c in calls] == ["load"]
+    calls.clear()
+    ds = make(tmp_path / "c", extend_hierarchy=True)
+    ds.irma_tree()
+    assert [c[0] for c in calls] == ["load", "extended"]
+    assert ds.info["irma_hierarchy"]["approximation"] is True
+    assert ds.info["irma_hierarchy"]["extended_with_observed_codes"] is True
 
 
 # -- real data -----------------------------------------------------------------------------------------
@@ -185,6 +203,7 @@ def test_real_codes_and_hierarchy_report_gaps(real_tree):
 def test_real_hierarchy_loads_in_the_metric_tree(real_tree):
     irma_metric = pytest.importorskip("cxrbench.metrics.irma")
     root, _rows = real_tree
-    ds = make(root)
-    tree = ds.irma_tree()
-    assert isinstance(tree, irma_metric.IrmaCodeTree)
+    tree = make(root).irma_tree()
+    assert isinstance(tree, irma_metric.IrmaCodeTree) and not tree.approximate
+    ext = make(root, extend_hierarchy=True).irma_tree()
+    assert ext.approximate and not ext.check(list(make(root).index.irma_codes))

@@ -23,8 +23,11 @@ ids: each image is its own patient, so same-patient exclusion does nothing.
 The hierarchy (``hierarchy`` = file or folder; found automatically in the
 root otherwise) is handed to :class:`cxrbench.metrics.irma.IrmaCodeTree`.
 Codes used by the images but absent from it, and malformed hierarchy lines,
-are reported in ``info["irma_hierarchy"]``. Without any hierarchy a tree is
-derived from the observed codes and flagged as an approximation.
+are reported in ``info["irma_hierarchy"]``; the IRMA metric then refuses to
+give numbers it cannot weigh exactly (it is skipped, with the gaps as the
+reason) unless ``extend_hierarchy=true`` adds the observed nodes to the tree
+(an approximation, flagged). Without any hierarchy a tree is derived from the
+observed codes, also flagged as an approximation.
 """
 
 from __future__ import annotations
@@ -59,13 +62,14 @@ class IRMA(FileDataset):
 
     def __init__(self, root: str | None = None, hierarchy: str | None = None,
                  train_codes: str | None = None, test_codes: str | None = None,
-                 test_fraction: float = 0.2, split_seed: int = 0, strict: bool = False,
-                 on_error: str = "raise", check_files: bool = True) -> None:
+                 test_fraction: float = 0.2, split_seed: int = 0, extend_hierarchy: bool = False,
+                 strict: bool = False, on_error: str = "raise", check_files: bool = True) -> None:
         super().__init__(root, on_error=on_error, hierarchy=hierarchy, train_codes=train_codes,
                          test_codes=test_codes, test_fraction=float(test_fraction),
-                         split_seed=int(split_seed), strict=bool(strict),
-                         check_files=bool(check_files))
+                         split_seed=int(split_seed), extend_hierarchy=bool(extend_hierarchy),
+                         strict=bool(strict), check_files=bool(check_files))
         self.hierarchy = hierarchy
+        self.extend_hierarchy = bool(extend_hierarchy)
         self.train_codes, self.test_codes = train_codes, test_codes
         self.test_fraction, self.split_seed = float(test_fraction), int(split_seed)
         self.strict, self.check_files = bool(strict), bool(check_files)
@@ -224,11 +228,20 @@ class IRMA(FileDataset):
             self.warn(f"IRMA code tree unavailable ({exc}); IRMA error cannot be computed")
             return None
         path = self.hierarchy_path()
+        codes = list(self.index.irma_codes)
         if path is None:
-            self._tree = IrmaCodeTree.from_codes(list(self.index.irma_codes))
+            tree = IrmaCodeTree.from_codes(codes)
         else:
-            self._tree = IrmaCodeTree.load(path)
-        return self._tree
+            tree = IrmaCodeTree.load(path)
+            if self.extend_hierarchy and self.info.get("irma_hierarchy", {}).get("missing_codes"):
+                tree = tree.extended(codes)  # opt-in: nodes seen in the codes, approximate
+                self.info["irma_hierarchy"]["approximation"] = True
+                self.info["irma_hierarchy"]["extended_with_observed_codes"] = True
+        describe = getattr(tree, "describe", None)
+        if describe is not None:
+            self.info["irma_tree"] = describe()
+        self._tree = tree
+        return tree
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
