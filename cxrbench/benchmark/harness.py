@@ -139,6 +139,13 @@ def image_source(dataset: Dataset, encoder: Encoder, cfg: RunConfig) -> Any:
     return cached_source(dataset, encoder.input_spec.size, _cache_dir(cfg))
 
 
+def unreadable_rows(dataset: Dataset, encoder: Encoder, cfg: RunConfig) -> np.ndarray:
+    """Rows the dataset skipped as unreadable (``on_error: skip``), found in any process or run."""
+    source = image_source(dataset, encoder, cfg)
+    fn = getattr(source, "failed_rows", None)
+    return np.asarray(fn() if fn is not None else [], dtype=np.int64)
+
+
 def _cache_dir(cfg: RunConfig) -> Path:
     return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
 
@@ -348,6 +355,11 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     protocol_info: dict[str, Any] = {"name": protocol.value}
 
     def search(emb, q_rows, g_rows) -> NeighborTable:
+        # images skipped as unreadable (on_error: skip) are neither queried nor retrieved
+        bad = unreadable_rows(ds, enc, cfg)
+        if len(bad):
+            q_rows, g_rows = np.setdiff1d(q_rows, bad), np.setdiff1d(g_rows, bad)
+            protocol_info["skipped_unreadable"] = int(len(bad))
         return knn_search(
             emb[q_rows], emb[g_rows], k_max, enc.embedding_spec.distance,
             query_rows=q_rows, gallery_rows=g_rows, patient_ids=ix.patient_ids,
