@@ -65,6 +65,64 @@ def failed_rows(source: Any) -> np.ndarray:
     return np.asarray(fn() if fn is not None else [], dtype=np.int64)
 
 
+def decode_u8(ds: Any, i: int, size: tuple[int, int]) -> np.ndarray | None:
+    """Row ``i`` decoded, resized to ``size`` and quantised to uint8.
+
+    Returns None when the file is unreadable and the dataset skips such files
+    (``on_error="skip"``; the failure is recorded by the dataset).
+    """
+    from cxrbench.encoders.base import resize_grey
+
+    try:
+        if hasattr(ds, "read"):  # file datasets: decode JPEGs at a reduced scale
+            img = ds.read(i, size_hint=size)
+        else:
+            img = ds.load_image(i)
+    except ImageReadError as exc:
+        if getattr(getattr(ds, "on_error", None), "value", "raise") != "skip":
+            raise
+        ds.record_failure(i, exc.path, exc.reason)
+        return None
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim != 2:
+        raise ValueError(f"dataset {getattr(ds, 'name', '?')!r} row {i}: expected a 2-D image, "
+                         f"got shape {img.shape}")
+    return np.clip(np.rint(resize_grey(img, size) * 255.0), 0, 255).astype(np.uint8)
+
+
+def uncached_source(dataset: Any, size: tuple[int, int] | int) -> Any:
+    """The same pixels as :func:`cached_source`, decoded every time (``--no-cache``).
+
+    Results must not depend on whether a cache was used, so both paths share
+    :func:`decode_u8` (resize, then 8-bit quantisation).
+    """
+    if not getattr(dataset, "cache_images", True):
+        return dataset
+    return ResizedImages(dataset, size)
+
+
+class ResizedImages:
+    """``load_image(i)`` of a dataset through :func:`decode_u8`, with no store."""
+
+    loader_key = LOADER_KEY
+
+    def __init__(self, dataset: Any, size: tuple[int, int] | int) -> None:
+        self.dataset = dataset
+        self.size = (int(size), int(size)) if isinstance(size, int) else tuple(int(x) for x in size)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def load_image(self, i: int) -> np.ndarray:
+        u8 = decode_u8(self.dataset, int(i), self.size)
+        if u8 is None:
+            u8 = np.zeros(self.size, dtype=np.uint8)
+        return u8.astype(np.float32) / np.float32(255.0)
+
+    def failed_rows(self) -> np.ndarray:
+        return failed_rows(self.dataset)
+
+
 class CachedImages:
     """``load_image(i)`` of a dataset, resized to ``size`` and cached as uint8 (see module doc)."""
 
@@ -144,26 +202,11 @@ class CachedImages:
         return self._decode(i)
 
     def _decode(self, i: int) -> np.ndarray:
-        from cxrbench.encoders.base import resize_grey
-
         assert self._data is not None and self._state is not None
-        ds = self.dataset
-        try:
-            if hasattr(ds, "read"):  # file datasets: decode JPEGs at a reduced scale
-                img = ds.read(i, size_hint=self.size)
-            else:
-                img = ds.load_image(i)
-        except ImageReadError as exc:
-            if getattr(getattr(ds, "on_error", None), "value", "raise") != "skip":
-                raise
-            ds.record_failure(i, exc.path, exc.reason)
+        u8 = decode_u8(self.dataset, i, self.size)
+        if u8 is None:
             self._state[i] = FAILED
             return np.zeros(self.size, dtype=np.uint8)
-        img = np.asarray(img, dtype=np.float32)
-        if img.ndim != 2:
-            raise ValueError(f"dataset {getattr(ds, 'name', '?')!r} row {i}: expected a 2-D image, "
-                             f"got shape {img.shape}")
-        u8 = np.clip(np.rint(resize_grey(img, self.size) * 255.0), 0, 255).astype(np.uint8)
         self._data[i] = u8
         self._state[i] = DONE  # after the pixels: a reader never sees a half-written row as done
         return u8
