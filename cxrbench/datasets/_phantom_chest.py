@@ -86,6 +86,7 @@ def study_jitter(anat: dict[str, Any], rng: np.random.Generator, view: str) -> d
         a["clav_y"] -= 0.06
         a["clav_tilt"] += 0.05
     a["dome"] = anat["dome"] - insp
+    a["supine"] = view == "AP"
     return a
 
 
@@ -268,11 +269,14 @@ def frontal(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
             if sl is None:
                 continue
             Xs, Ys = c.X[sl], c.Y[sl]
-            height = 0.06 + 0.55 * eff["sev"]
+            height = 0.06 + 0.55 * eff["sev"] ** 0.7
             level = cp - height
             aa = np.clip(Xs * F32(s) * F32(1.0 / W), 0.0, 1.0)
             surf = F32(level) + F32(eff["meniscus"] * (0.1 + height)) * (F32(1.0) - aa) ** 2
             fl = ramp(Ys - surf, 0.04 + 0.15 * eff["sev"])
+            if a.get("supine"):
+                # lying down, fluid layers behind the lung: a veil over the hemithorax
+                fl = np.maximum(fl * F32(0.7), F32(0.3 * eff["sev"]) * ramp(Ys - F32(a["ya"]), 0.6))
             np.maximum(opac[sl], fl * F32(0.95), out=opac[sl])
     con = f.get("Consolidation")
     if con:
@@ -483,7 +487,7 @@ def lateral(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
     eff = f.get("Effusion")
     if eff:
         # fluid fills the posterior costophrenic sulcus first, meniscus rising posteriorly
-        height = 0.06 + 0.55 * eff["sev"]
+        height = 0.06 + 0.55 * eff["sev"] ** 0.7
         xx = X * F32(1.0 / D)
         surf = F32(dm + 0.3 - height) - F32(0.15 * eff["meniscus"]) * np.clip(xx + F32(0.3), 0, 1.3)
         np.maximum(opac, ramp(Y - surf, 0.04 + 0.15 * eff["sev"]) * F32(0.9), out=opac)
