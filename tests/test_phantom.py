@@ -30,12 +30,8 @@ CODE_RE = re.compile(r"^[0-9a-z]{4}-[0-9a-z]{3}-[0-9a-z]{3}-[0-9a-z]{3}$")
 def one_row_per_kind(ds: PhantomDataset) -> dict[tuple[str, str], int]:
     """First row of every (region, view) present."""
     out: dict[tuple[str, str], int] = {}
-    ix = ds.index
-    regions = ds._cols["region"]
-    from cxrbench.datasets.phantom import REGIONS
-
-    for i in range(len(ix)):
-        out.setdefault((REGIONS[int(regions[i])], str(ix.views[i])), i)
+    for i, (region, view) in enumerate(zip(ds.regions, ds.index.views)):
+        out.setdefault((str(region), str(view)), i)
     return out
 
 
@@ -92,7 +88,9 @@ def test_different_seeds_differ():
 
 
 def test_index_is_prefix_stable_in_n():
-    small, big = PhantomDataset(n=300, size=32, seed=4), PhantomDataset(n=5000, size=32, seed=4)
+    # 30000 rows span more than one block of 4096 patients
+    small, big = PhantomDataset(n=300, size=32, seed=4), PhantomDataset(n=30_000, size=32, seed=4)
+    assert len(set(big.index.ids)) == 30_000 and len(set(big.index.patient_ids)) > 4096
     for col in ("ids", "patient_ids", "splits", "views", "irma_codes"):
         assert np.array_equal(getattr(small.index, col), getattr(big.index, col)[:300]), col
     assert np.array_equal(small.index.labels, big.index.labels[:300])
@@ -138,7 +136,7 @@ def test_bad_parameters_say_what_is_valid():
 def test_non_chest_labels_are_unknown_and_codes_differ():
     ds = PhantomDataset(n=3000, seed=8, non_chest_fraction=0.3)
     lab, codes = ds.index.labels, ds.index.irma_codes
-    chest = ds._cols["region"] == 0
+    chest = ds.regions == "chest"
     assert (lab[~chest] == -1).all()
     assert set(np.unique(lab[chest])) <= {0, 1}
     anatomy = np.array([c.split("-")[2] for c in codes])
@@ -151,7 +149,7 @@ def test_non_chest_labels_are_unknown_and_codes_differ():
 def test_ctr_above_threshold_exactly_when_cardiomegaly():
     ds = PhantomDataset(n=20_000, seed=6)
     ctr = ds.ctr_values()
-    chest = ds._cols["region"] == 0
+    chest = ds.regions == "chest"
     cm = ds.index.labels[:, LABELS.index("Cardiomegaly")]
     assert np.isnan(ctr[~chest]).all()
     assert np.array_equal(ctr[chest] > 0.5, cm[chest] == 1)
@@ -319,7 +317,7 @@ def test_export_round_trip(tmp_path):
     text = (out / "Data_Entry_2017_v2020.csv").read_text(encoding="utf-8").splitlines()
     assert text[0] == NIH_HEADER
     rows = list(csv.reader(text[1:]))
-    chest = np.flatnonzero(ds._cols["region"] == 0)
+    chest = np.flatnonzero(ds.regions == "chest")
     assert len(rows) == len(chest) and len(chest) < 40
     for r, i in zip(rows, chest):
         assert len(r) == 11

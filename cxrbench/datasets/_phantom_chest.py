@@ -205,8 +205,10 @@ def frontal(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
     body = dome(t * t)
     y_top = F32(-0.86) + F32(0.22) * t * t
     body *= ramp(Y - y_top, 0.08)
-    neck = dome((X * F32(1 / 0.17)) ** 2) * ramp(F32(-0.6) - Y, 0.1)
-    np.maximum(body, neck, out=body)
+    sl, Xs, Ys = c.sub(-0.2, 0.2, -1.5, -0.45)
+    if sl is not None:
+        neck = dome((Xs * F32(1 / 0.17)) ** 2) * ramp(F32(-0.6) - Ys, 0.1)
+        np.maximum(body[sl], neck, out=body[sl])
     P = body  # soft tissue, ~1 at the thickest
     # arms and shoulders at the edges of the field
     for s in (-1.0, 1.0):
@@ -234,6 +236,11 @@ def frontal(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
     L_raw = L.copy()
     if layers is not None:
         layers["lungs_raw"] = L_raw
+    # everything that involves the lungs happens inside this box (the rest stays 0)
+    boxes = [b[0] for b in lung_boxes.values() if b[0] is not None]
+    tb = (slice(min(b[0].start for b in boxes), max(b[0].stop for b in boxes)),
+          slice(min(b[1].start for b in boxes), max(b[1].stop for b in boxes))) if boxes \
+        else (slice(0, 0), slice(0, 0))
 
     # heart and mediastinum occlude the lungs
     h = heart_geometry(a, mshift)
@@ -256,8 +263,7 @@ def frontal(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
                                           a["knob"] * 1.1), 0.15)
         np.maximum(m, knob, out=m)
         med[sl] = m
-    occ = np.maximum(heart, med)
-    L *= F32(1.0) - occ
+    L[tb] *= F32(1.0) - np.maximum(heart[tb], med[tb])
     L_vis = L.copy()  # lungs as the ribs are seen against them
 
     # findings that replace air (fluid, consolidation, collapse, nodules)
@@ -316,7 +322,7 @@ def frontal(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
                 np.maximum(opac[sl], lob, out=opac[sl])
     if layers is not None:
         layers["opacity"] = opac
-    L *= F32(1.0) - opac
+    L[tb] *= F32(1.0) - opac[tb]
 
     # lung markings and parenchyma; a pneumothorax removes both at the chest wall
     mark = np.zeros((S, S), dtype=F32)
@@ -327,8 +333,9 @@ def frontal(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
         Xs, Ys = c.X[sl], c.Y[sl]
         v = sample(vessels[a["tex"]], c, sl, a["tex_dx"], a["tex_dy"], a["tex_flip"])
         mark[sl] = v
-    mark *= F32(a["marking_k"])
-    paren = L * F32(0.12) + mark * np.minimum(L * F32(3.0), 1.0)
+    paren = np.zeros((S, S), dtype=F32)
+    Lt = L[tb]
+    paren[tb] = Lt * F32(0.12) + mark[tb] * F32(a["marking_k"]) * np.minimum(Lt * F32(3.0), 1.0)
     ptx = f.get("Pneumothorax")
     if ptx:
         s = ptx["side"]
@@ -352,10 +359,11 @@ def frontal(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
             # the collapsed lung is a little denser; free gas a little more lucent
             L[sl] += free * F32(0.15)
 
-    P -= L * F32(a["lung_k"])
-    P += paren
+    Pt = P[tb]
+    Pt -= L[tb] * F32(a["lung_k"])
+    Pt += paren[tb]
     # fluid / tissue where there was lung is a little denser than the lung it replaced
-    P += opac * F32(0.15) * np.minimum(L_vis * F32(4), 1.0)
+    Pt += opac[tb] * F32(0.15) * np.minimum(L_vis[tb] * F32(4), 1.0)
 
     # trachea and main bronchi (air in the mediastinum)
     ycar = -0.3
@@ -382,7 +390,7 @@ def frontal(c: Canvas, a: dict[str, Any], f: dict[str, dict[str, Any]],
         sp *= F32(0.8) + F32(0.2) * ph
         P[sl] += sp * F32(0.045)
     cp_max = max(_diaphragm(a, -1.0)[1], _diaphragm(a, 1.0)[1])
-    sl, Xs, Ys = c.sub(-Wb, Wb, a["rib_y0"] - 0.05, cp_max + 0.12)
+    sl, Xs, Ys = c.sub(-W - 0.1, W + 0.1, a["rib_y0"] - 0.05, cp_max + 0.12)
     if sl is not None:
         ax = np.abs(Xs)
         fy = Ys - F32(a["rib_y0"]) + F32(a["rib_a"]) * ax - F32(a["rib_b"]) * ax * ax

@@ -168,8 +168,8 @@ class PhantomDataset(Dataset):
                 raise ValueError(f"phantom: {k} must be in [0, 1], got {v}")
         if float(test_fraction) + float(val_fraction) > 1.0:
             raise ValueError("phantom: test_fraction + val_fraction must be at most 1")
-        if int(n) < 0 or int(size) < 16:
-            raise ValueError(f"phantom: need n >= 0 and size >= 16, got n={n}, size={size}")
+        if int(n) < 1 or int(size) < 16:
+            raise ValueError(f"phantom: need n >= 1 and size >= 16, got n={n}, size={size}")
         if float(mean_studies) < 1.0:
             raise ValueError(f"phantom: mean_studies must be >= 1, got {mean_studies}")
         super().__init__(
@@ -238,30 +238,28 @@ class PhantomDataset(Dataset):
                 "sex": sex, "age": age, "split": split, "n_pat": np.array([m])}
 
     def _build_index(self) -> Index:
-        blocks, total, b = [], 0, 0
+        blocks, total = [], 0
         while total < self.n:
-            blk = self._block(b)
-            blocks.append(blk)
-            total += len(blk["pat"])
-            b += 1
+            blocks.append(self._block(len(blocks)))
+            total += len(blocks[-1]["pat"])
         n = self.n
-        cat = (lambda key: np.concatenate([x[key] for x in blocks])[:n]) if blocks else \
-            (lambda key: np.zeros(0))
-        pat_off = np.concatenate([np.full(len(x["pat"]), i * _BLOCK) for i, x in enumerate(blocks)])[:n] \
-            if blocks else np.zeros(0, dtype=np.int64)
-        st_off, acc = [], 0
-        for x in blocks:
-            st_off.append(np.full(len(x["study"]), acc))
-            acc += int(x["study"].max()) + 1
-        pat = (cat("pat") + pat_off).astype(np.int64)
-        study = (cat("study") + (np.concatenate(st_off)[:n] if blocks else 0)).astype(np.int64)
+
+        def cat(key: str) -> np.ndarray:
+            return np.concatenate([x[key] for x in blocks])[:n]
+
+        # block-local patient and study numbers -> global ones
+        pat = cat("pat").astype(np.int64) + np.concatenate(
+            [np.full(len(x["pat"]), b * _BLOCK) for b, x in enumerate(blocks)])[:n]
+        st_base = np.cumsum([0] + [int(x["study"].max()) + 1 for x in blocks[:-1]])
+        study = cat("study").astype(np.int64) + np.concatenate(
+            [np.full(len(x["study"]), st_base[b]) for b, x in enumerate(blocks)])[:n]
         k = cat("k").astype(np.int64)
         region = cat("region").astype(np.int8)
         u_view = cat("u_view")
-        z = np.concatenate([x["z"] for x in blocks])[:n] if blocks else np.zeros((0, len(FINDINGS)), np.float32)
-        sex_p = np.concatenate([x["sex"] for x in blocks]) if blocks else np.zeros(0, dtype="<U1")
-        age_p = np.concatenate([x["age"] for x in blocks]) if blocks else np.zeros(0, dtype=np.int16)
-        split_p = np.concatenate([x["split"] for x in blocks]) if blocks else np.zeros(0, dtype=object)
+        z = cat("z")
+        sex_p = np.concatenate([x["sex"] for x in blocks])  # per patient (global number)
+        age_p = np.concatenate([x["age"] for x in blocks])
+        split_p = np.concatenate([x["split"] for x in blocks])
 
         # views
         views = np.empty(n, dtype=object)
@@ -299,9 +297,8 @@ class PhantomDataset(Dataset):
         for (rname, v), code in IRMA_CODES.items():
             irma[(region == REGIONS.index(rname)) & (views == v)] = code
         self._cols = {"pat": pat, "study": study, "region": region, "z": z, "fu": fu,
-                      "sex": sex_p[pat] if n else np.zeros(0, dtype="<U1"),
-                      "age": age_p[pat] if n else np.zeros(0, dtype=np.int16), "thr": thr}
-        n_pat = int(len(np.unique(pat))) if n else 0
+                      "sex": sex_p[pat], "age": age_p[pat], "thr": thr}
+        n_pat = int(len(np.unique(pat)))
         self.info = {
             "generator": GENERATOR_VERSION,
             "synthetic": "phantom images: not clinical data, no clinical claims",
@@ -310,10 +307,16 @@ class PhantomDataset(Dataset):
             "label_policy": "non-chest images have every chest label unknown (-1)",
             "prevalence": dict(self.prevalence),
         }
-        return Index(ids=ids, patient_ids=pids, splits=split_p[pat] if n else np.zeros(0, object),
+        return Index(ids=ids, patient_ids=pids, splits=split_p[pat],
                      labels=labels, views=views, irma_codes=irma)
 
     # -- per-image parameters ----------------------------------------------------
+    @property
+    def regions(self) -> np.ndarray:
+        """Body region of every row: ``"chest"``, ``"hand"``, ``"skull"``, ``"knee"``, ``"spine"``, ``"pelvis"``."""
+        self.index  # noqa: B018  (builds the columns)
+        return np.asarray(REGIONS, dtype=object)[self._cols["region"]]
+
     def ctr_values(self) -> np.ndarray:
         """Cardiothoracic ratio drawn for every row (NaN for non-chest rows), vectorised."""
         self.index  # noqa: B018  (builds the columns)
@@ -462,7 +465,7 @@ def export_nih(ds: PhantomDataset, out: str | Path, *, frontal_only: bool = Fals
         raise FileExistsError(f"{csv_path} exists; pass overwrite=True (--overwrite) or another folder")
     (out / "images").mkdir(parents=True, exist_ok=True)
     ix = ds.index
-    rows = np.flatnonzero(ds._cols["region"] == 0)
+    rows = np.flatnonzero(ds.regions == "chest")
     if frontal_only:
         rows = rows[np.isin(ix.views[rows], ["PA", "AP"])]
     spacing = round(350.0 / ds.size, 4)  # a 35 cm field of view
