@@ -295,26 +295,35 @@ _FONT = {
 
 
 @functools.lru_cache(maxsize=64)
-def _glyphs(text: str, scale: int) -> np.ndarray:
+def _glyphs(text: str, scale: int, shrink: int = 1) -> np.ndarray:
+    """Coverage (0..1) of a text bitmap: ``scale`` pixels per font pixel, or 1/``shrink``."""
     rows = []
     for r in range(7):
         rows.append("0".join(_FONT.get(ch, _FONT[" "])[r] for ch in text))
-    bm = np.array([[c == "1" for c in row] for row in rows], dtype=bool)
-    bm = np.kron(bm, np.ones((scale, scale), dtype=bool))
+    bm = np.array([[c == "1" for c in row] for row in rows], dtype=F32)
+    if shrink > 1:  # small images: average blocks of the font (grey, thinner strokes)
+        h, w = -(-bm.shape[0] // shrink) * shrink, -(-bm.shape[1] // shrink) * shrink
+        pad = np.zeros((h, w), dtype=F32)
+        pad[: bm.shape[0], : bm.shape[1]] = bm
+        bm = pad.reshape(h // shrink, shrink, w // shrink, shrink).mean(axis=(1, 3))
+    else:
+        bm = np.kron(bm, np.ones((scale, scale), dtype=F32))
     bm.setflags(write=False)
     return bm
 
 
-def stamp(img: np.ndarray, text: str, row: int, col: int, scale: int, value: float) -> None:
+def stamp(img: np.ndarray, text: str, row: int, col: int, scale: int, value: float,
+          shrink: int = 1) -> None:
     """Burn a text marker into img (clipped at the borders)."""
-    bm = _glyphs(text, max(1, scale))
+    bm = _glyphs(text, max(1, scale), shrink)
     h, w = bm.shape
     r0, c0 = max(0, row), max(0, col)
     r1, c1 = min(img.shape[0], row + h), min(img.shape[1], col + w)
     if r0 >= r1 or c0 >= c1:
         return
-    sub = bm[r0 - row:r1 - row, c0 - col:c1 - col]
-    img[r0:r1, c0:c1][sub] = F32(value)
+    cov = bm[r0 - row:r1 - row, c0 - col:c1 - col]
+    sub = img[r0:r1, c0:c1]
+    sub += cov * (F32(value) - sub)
 
 
 def finish(P: np.ndarray, acq: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
@@ -356,12 +365,14 @@ def finish(P: np.ndarray, acq: dict[str, Any], rng: np.random.Generator) -> np.n
         img[:, s - int(r * s):] = v
     text = acq.get("marker", "")
     if text:
+        # ~3 % of the image tall: 1 font pixel per image pixel at 128, blocks averaged below
         sc = max(1, s // 128)
-        h, w = 7 * sc, (6 * len(text) - 1) * sc
+        shrink = max(1, int(round(128 / s))) if s < 128 else 1
+        h, w = _glyphs(text, sc, shrink).shape
         pad = int(0.05 * s) + 1
         pos = int(acq.get("marker_pos", 0))
         row = pad + int(t * s) if pos < 2 else s - pad - h - int(b * s)
         col = pad + int(l * s) if pos % 2 == 0 else s - pad - w - int(r * s)
-        stamp(img, text, row, col, sc, acq.get("marker_value", 1.0))
+        stamp(img, text, row, col, sc, acq.get("marker_value", 1.0), shrink)
     np.clip(img, 0.0, 1.0, out=img)
     return img
