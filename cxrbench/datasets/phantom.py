@@ -35,7 +35,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -235,7 +234,7 @@ class PhantomDataset(Dataset):
         k_in_study = np.arange(len(im_st)) - first[im_st]
         return {"pat": st_pat[im_st], "study": im_st, "k": k_in_study, "u_view": u_view[im_st],
                 "region": st_region[im_st], "z": z[im_st].astype(np.float32),
-                "sex": sex, "age": age, "split": split, "n_pat": np.array([m])}
+                "sex": sex, "age": age, "split": split}
 
     def _build_index(self) -> Index:
         blocks, total = [], 0
@@ -313,7 +312,7 @@ class PhantomDataset(Dataset):
     # -- per-image parameters ----------------------------------------------------
     @property
     def regions(self) -> np.ndarray:
-        """Body region of every row: ``"chest"``, ``"hand"``, ``"skull"``, ``"knee"``, ``"spine"``, ``"pelvis"``."""
+        """Body region of every row: chest, hand, skull, knee, spine or pelvis."""
         self.index  # noqa: B018  (builds the columns)
         return np.asarray(REGIONS, dtype=object)[self._cols["region"]]
 
@@ -387,7 +386,10 @@ def _acquisition(arng: np.random.Generator, irng: np.random.Generator, region: s
                  view: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(canvas, acquisition) parameters: patient-level habit ``arng`` + image jitter ``irng``."""
     chest = region == "chest"
-    base_cy, sd_pos, scale, ang = (0.06, 0.025, (0.85, 0.97), 0.02) if chest else (0.0, 0.035, (0.8, 1.0), 0.07)
+    if chest:
+        base_cy, sd_pos, scale, ang = 0.06, 0.025, (0.85, 0.97), 0.02
+    else:
+        base_cy, sd_pos, scale, ang = 0.0, 0.035, (0.8, 1.0), 0.07
     lo, hi = (arng.uniform(-0.05, 0.05), arng.uniform(1.1, 1.3)) if chest else \
         (arng.uniform(-0.05, 0.1), arng.uniform(1.4, 1.9))
     canvas = {"cx": arng.normal(0.0, sd_pos) + irng.normal(0.0, 0.012),
