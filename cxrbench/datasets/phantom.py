@@ -379,7 +379,12 @@ class PhantomDataset(Dataset):
             from cxrbench.metrics.irma import IrmaCodeTree
         except ImportError:
             return None
-        return IrmaCodeTree.load(irma_tree_path())
+        path = irma_tree_path()
+        if not (path / "A.csv").is_file():
+            raise FileNotFoundError(
+                f"phantom IRMA tree missing: {path}/A.csv..D.csv should ship with cxrbench "
+                "(package data 'data/*/*'); reinstall cxrbench")
+        return IrmaCodeTree.load(path)
 
 
 def _acquisition(arng: np.random.Generator, irng: np.random.Generator, region: str,
