@@ -1,0 +1,147 @@
+"""Label-overlap metrics: AvG@K (seed 001), its Jaccard variant, and graded NDCG@K.
+
+For a query q and a retrieved image n, ``shared(q, n)`` is the number of
+labels positive (value 1) in both; unknown labels (-1) are never shared and
+never count in a union. Padded neighbours (-1) share nothing; K stays the
+denominator.
+
+* ``avg@K`` (Haq et al., seed 001): AvG = (s_1 + ... + s_K) / K with s_n the
+  labels shared with the image at rank n; averaged over **all** queries, as
+  published (a query without positive labels scores 0).
+* ``avg_jaccard@K``: mean over the top K of shared / union of the positive
+  label sets; averaged over queries with at least one positive label (for
+  the others the ratio is 0/0).
+* ``ndcg@K``: DCG@K = sum_i shared_i / log2(i + 1), divided by the ideal
+  DCG@K: the DCG of the K gallery images sharing the most labels with the
+  query. The ideal is computed from the gallery's label-set histogram (never
+  a queries x gallery matrix), minus the query itself when it is a gallery
+  row (self is always excluded from retrieval); same-patient exclusions are
+  *not* removed from the ideal. Queries whose ideal DCG is 0 (no gallery
+  image shares a label with them) are excluded. Needs ``EvalData.gallery``;
+  without it the ndcg keys are reported absent.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from cxrbench.metrics import METRICS
+from cxrbench.metrics import _kernels as kn
+from cxrbench.metrics.base import EvalData, Metric, Summary
+
+
+def _stack(words: list[np.ndarray], rows: np.ndarray | slice) -> np.ndarray:
+    return np.stack([w[rows].astype(np.uint64) for w in words], axis=1)
+
+
+def ideal_dcg(data: EvalData, k_max: int) -> np.ndarray:
+    """(Q, k_max) ideal DCG@K for K = 1..k_max (see the module docstring)."""
+    n_lab = data.labels.shape[1]
+    words = kn.pack_bits(data.labels == 1, sentinel=False)
+    gal = np.unique(np.asarray(data.gallery, dtype=np.int64))
+    g_masks, g_counts = np.unique(_stack(words, gal), axis=0, return_counts=True)
+    if data.query_labels is None:
+        q_masks_all = _stack(words, data.queries)
+        is_self = np.isin(data.queries, gal)
+    else:
+        q_masks_all = np.stack([w.astype(np.uint64) for w in
+                                kn.pack_bits(data.query_labels == 1, sentinel=False)], axis=1)
+        is_self = np.zeros(data.n_queries, dtype=bool)
+    uq, q_inv = np.unique(q_masks_all, axis=0, return_inverse=True)
+    q_inv = q_inv.reshape(-1)
+    # hist[u, s]: gallery images sharing exactly s positive labels with label set u
+    hist = np.zeros((len(uq), n_lab + 1), dtype=np.int64)
+    step = max(1, (1 << 22) // max(len(g_masks), 1))
+    for s0 in range(0, len(uq), step):
+        blk = uq[s0:s0 + step]
+        shared = np.zeros((len(blk), len(g_masks)), dtype=np.int64)
+        for w in range(blk.shape[1]):
+            shared += np.bitwise_count(blk[:, w][:, None] & g_masks[:, w][None, :])
+        idx = (np.arange(len(blk))[:, None] * (n_lab + 1) + shared).ravel()
+        hist[s0:s0 + step] = np.bincount(
+            idx, weights=np.broadcast_to(g_counts, shared.shape).ravel(),
+            minlength=len(blk) * (n_lab + 1)).reshape(len(blk), n_lab + 1).astype(np.int64)
+    # one ideal per (label set, query is a gallery row)
+    key = q_inv * 2 + is_self
+    ukeys, k_inv = np.unique(key, return_inverse=True)
+    disc = 1.0 / np.log2(np.arange(2, k_max + 2))
+    pos_rank = np.arange(1, k_max + 1)
+    idcg = np.zeros((len(ukeys), k_max))
+    n_pos = np.bitwise_count(uq).sum(axis=1).astype(np.int64)
+    for i, kk in enumerate(ukeys):
+        u, self_in = divmod(int(kk), 2)
+        h = hist[u].copy()
+        if self_in:
+            h[n_pos[u]] -= 1
+        desc = np.cumsum(h[::-1])  # desc[j]: images sharing >= n_lab - j labels
+        j = np.searchsorted(desc, pos_rank, side="left")
+        gains = np.where(j <= n_lab, n_lab - np.minimum(j, n_lab), 0).astype(np.float64)
+        idcg[i] = np.cumsum(gains * disc)
+    return idcg[k_inv.reshape(-1)]
+
+
+@METRICS.register("avg")
+class AverageShared(Metric):
+    """AvG@K (mean labels shared with the top K, seed 001), avg_jaccard@K and graded NDCG@K."""
+
+    name = "avg"
+
+    def applicable(self, data: EvalData) -> str | None:
+        if data.labels.ndim != 2 or data.labels.shape[1] == 0:
+            return "the dataset has no labels"
+        return None
+
+    def compute(self, data: EvalData, ks: Sequence[int]) -> dict[str, float]:
+        return self.summarize(data, ks).values
+
+    def summarize(self, data: EvalData, ks: Sequence[int]) -> Summary:
+        ks = sorted({int(k) for k in ks})
+        k_max, nk, q = ks[-1], len(ks), data.n_queries
+        col = np.array(ks) - 1
+        kk = np.array(ks, dtype=np.float64)
+        have_gallery = data.gallery is not None
+        idcg = ideal_dcg(data, k_max)[:, col] if have_gallery else None
+        disc = 1.0 / np.log2(np.arange(2, k_max + 2))
+        words = kn.pack_bits(data.labels == 1)
+        qwords = None if data.query_labels is None else kn.pack_bits(data.query_labels == 1,
+                                                                     sentinel=False)
+        keys = [f"avg@{k}" for k in ks] + [f"avg_jaccard@{k}" for k in ks]
+        if have_gallery:
+            keys += [f"ndcg@{k}" for k in ks]
+        vals = np.zeros((q, len(keys)))
+        valid = np.zeros((q, 3), dtype=bool)
+        valid[:, 0] = True
+        for sl in kn.chunks(q):
+            qw = ([w[data.queries[sl]] for w in words] if qwords is None
+                  else [w[sl] for w in qwords])
+            nw = kn.take_words(words, data.neighbors[sl, :k_max])
+            shared = kn.popcount_and(qw, nw).astype(np.float64)
+            union = kn.popcount_or(qw, nw)
+            n_q = kn.popcount([w for w in qw])
+            valid[sl, 1] = n_q > 0
+            vals[sl, 0:nk] = np.cumsum(shared, axis=1)[:, col] / kk
+            jac = np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
+            vals[sl, nk:2 * nk] = np.cumsum(jac, axis=1)[:, col] / kk
+            if have_gallery:
+                dcg = np.cumsum(shared * disc, axis=1)[:, col]
+                ideal = idcg[sl]
+                valid[sl, 2] = ideal[:, 0] > 0
+                vals[sl, 2 * nk:] = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+        which = [0] * nk + [1] * nk + ([2] * nk if have_gallery else [])
+        s = kn.mean_summary(keys, vals, valid, which)
+        n_nopos = int(q - valid[:, 1].sum())
+        if n_nopos:
+            s.notes["avg"] = (f"{n_nopos} of {q} queries have no positive label: they count (as 0) "
+                              "in avg@K and are excluded from avg_jaccard@K and ndcg@K")
+        if have_gallery:
+            n_out = int(q - valid[:, 2].sum())
+            if n_out > n_nopos:
+                s.notes["ndcg"] = (f"{n_out} of {q} queries share no label with any gallery image "
+                                   "(ideal DCG 0) and are excluded from ndcg@K")
+        else:
+            for k in ks:
+                s.absent[f"ndcg@{k}"] = ("needs the gallery rows (EvalData.gallery) for the ideal "
+                                         "ranking")
+        return s
