@@ -123,6 +123,23 @@ def label_counts(nw: list[np.ndarray], n_labels: int, ks: Sequence[int]) -> np.n
     return out
 
 
+def prefix_at(x: np.ndarray, ks: Sequence[int], dtype=np.float64) -> np.ndarray:
+    """(c, len(ks)) sums of the first K columns of ``x`` (c, >= max ks), for K in ``ks``.
+
+    Summing the segments between consecutive ks is much faster than a full
+    cumulative sum over k.
+    """
+    out = np.empty((x.shape[0], len(ks)), dtype=dtype)
+    acc = np.zeros(x.shape[0], dtype=dtype)
+    prev = 0
+    for j, k in enumerate(ks):
+        if k > prev:
+            acc = acc + x[:, prev:k].sum(axis=1, dtype=dtype)
+        out[:, j] = acc
+        prev = k
+    return out
+
+
 def class_ids(labels: np.ndarray, query_labels: np.ndarray | None = None):
     """Single-label class id per row (rows with an unknown entry -> -1).
 

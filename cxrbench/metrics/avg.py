@@ -32,54 +32,66 @@ from cxrbench.metrics import _kernels as kn
 from cxrbench.metrics.base import EvalData, Metric, Summary
 
 
-def _stack(words: list[np.ndarray], rows: np.ndarray | slice) -> np.ndarray:
+def _masks(words: list[np.ndarray], rows) -> np.ndarray:
+    """(n,) uint64 label masks when L <= 64, else (n, W) uint64."""
+    if len(words) == 1:
+        return words[0][rows].astype(np.uint64)
     return np.stack([w[rows].astype(np.uint64) for w in words], axis=1)
 
 
-def ideal_dcg(data: EvalData, k_max: int) -> np.ndarray:
-    """(Q, k_max) ideal DCG@K for K = 1..k_max (see the module docstring)."""
+def _unique(masks: np.ndarray, **kw):
+    return np.unique(masks, axis=0 if masks.ndim == 2 else None, **kw)
+
+
+def _shared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) number of bits set in both."""
+    if a.ndim == 1:
+        return np.bitwise_count(a[:, None] & b[None, :]).astype(np.int64)
+    out = np.zeros((len(a), len(b)), dtype=np.int64)
+    for w in range(a.shape[1]):
+        out += np.bitwise_count(a[:, w][:, None] & b[:, w][None, :])
+    return out
+
+
+def ideal_dcg(data: EvalData, ks: Sequence[int]) -> np.ndarray:
+    """(Q, len(ks)) ideal DCG@K (see the module docstring)."""
+    k_max = max(ks)
     n_lab = data.labels.shape[1]
     words = kn.pack_bits(data.labels == 1, sentinel=False)
     gal = np.unique(np.asarray(data.gallery, dtype=np.int64))
-    g_masks, g_counts = np.unique(_stack(words, gal), axis=0, return_counts=True)
+    g_masks, g_counts = _unique(_masks(words, gal), return_counts=True)
     if data.query_labels is None:
-        q_masks_all = _stack(words, data.queries)
+        q_masks = _masks(words, data.queries)
         is_self = np.isin(data.queries, gal)
     else:
-        q_masks_all = np.stack([w.astype(np.uint64) for w in
-                                kn.pack_bits(data.query_labels == 1, sentinel=False)], axis=1)
+        q_masks = _masks(kn.pack_bits(data.query_labels == 1, sentinel=False), slice(None))
         is_self = np.zeros(data.n_queries, dtype=bool)
-    uq, q_inv = np.unique(q_masks_all, axis=0, return_inverse=True)
+    uq, q_inv = _unique(q_masks, return_inverse=True)
     q_inv = q_inv.reshape(-1)
     # hist[u, s]: gallery images sharing exactly s positive labels with label set u
     hist = np.zeros((len(uq), n_lab + 1), dtype=np.int64)
-    step = max(1, (1 << 22) // max(len(g_masks), 1))
+    step = max(1, (1 << 21) // max(len(g_masks), 1))
     for s0 in range(0, len(uq), step):
-        blk = uq[s0:s0 + step]
-        shared = np.zeros((len(blk), len(g_masks)), dtype=np.int64)
-        for w in range(blk.shape[1]):
-            shared += np.bitwise_count(blk[:, w][:, None] & g_masks[:, w][None, :])
-        idx = (np.arange(len(blk))[:, None] * (n_lab + 1) + shared).ravel()
-        hist[s0:s0 + step] = np.bincount(
+        shared = _shared(uq[s0:s0 + step], g_masks)
+        rows = len(shared)
+        idx = (np.arange(rows)[:, None] * (n_lab + 1) + shared).ravel()
+        hist[s0:s0 + rows] = np.bincount(
             idx, weights=np.broadcast_to(g_counts, shared.shape).ravel(),
-            minlength=len(blk) * (n_lab + 1)).reshape(len(blk), n_lab + 1).astype(np.int64)
-    # one ideal per (label set, query is a gallery row)
+            minlength=rows * (n_lab + 1)).reshape(rows, n_lab + 1)
+    # one ideal per (label set, query is a gallery row): self is never retrievable
     key = q_inv * 2 + is_self
     ukeys, k_inv = np.unique(key, return_inverse=True)
-    disc = 1.0 / np.log2(np.arange(2, k_max + 2))
-    pos_rank = np.arange(1, k_max + 1)
-    idcg = np.zeros((len(ukeys), k_max))
-    n_pos = np.bitwise_count(uq).sum(axis=1).astype(np.int64)
-    for i, kk in enumerate(ukeys):
-        u, self_in = divmod(int(kk), 2)
-        h = hist[u].copy()
-        if self_in:
-            h[n_pos[u]] -= 1
-        desc = np.cumsum(h[::-1])  # desc[j]: images sharing >= n_lab - j labels
-        j = np.searchsorted(desc, pos_rank, side="left")
-        gains = np.where(j <= n_lab, n_lab - np.minimum(j, n_lab), 0).astype(np.float64)
-        idcg[i] = np.cumsum(gains * disc)
-    return idcg[k_inv.reshape(-1)]
+    u, self_in = np.divmod(ukeys, 2)
+    h = hist[u]
+    n_pos = np.bitwise_count(uq).reshape(len(uq), -1).sum(axis=1).astype(np.int64)
+    h[np.arange(len(u)), n_pos[u]] -= self_in
+    desc = np.cumsum(h[:, ::-1], axis=1)  # desc[:, j]: images sharing >= n_lab - j labels
+    ranks = np.arange(1, k_max + 1)
+    # the ideal gain at rank i is the largest s with (images sharing >= s labels) >= i
+    j = (desc[:, :, None] < ranks[None, None, :]).sum(axis=1)  # (U, k_max)
+    gains = np.where(j <= n_lab, n_lab - np.minimum(j, n_lab), 0).astype(np.float64)
+    idcg = np.cumsum(gains / np.log2(ranks + 1), axis=1)
+    return idcg[:, np.asarray(ks) - 1][k_inv.reshape(-1)]
 
 
 @METRICS.register("avg")
@@ -99,11 +111,10 @@ class AverageShared(Metric):
     def summarize(self, data: EvalData, ks: Sequence[int]) -> Summary:
         ks = sorted({int(k) for k in ks})
         k_max, nk, q = ks[-1], len(ks), data.n_queries
-        col = np.array(ks) - 1
         kk = np.array(ks, dtype=np.float64)
         have_gallery = data.gallery is not None
-        idcg = ideal_dcg(data, k_max)[:, col] if have_gallery else None
-        disc = 1.0 / np.log2(np.arange(2, k_max + 2))
+        idcg = ideal_dcg(data, ks) if have_gallery else None
+        disc = (1.0 / np.log2(np.arange(2, k_max + 2))).astype(np.float32)
         words = kn.pack_bits(data.labels == 1)
         qwords = None if data.query_labels is None else kn.pack_bits(data.query_labels == 1,
                                                                      sentinel=False)
@@ -117,18 +128,17 @@ class AverageShared(Metric):
             qw = ([w[data.queries[sl]] for w in words] if qwords is None
                   else [w[sl] for w in qwords])
             nw = kn.take_words(words, data.neighbors[sl, :k_max])
-            shared = kn.popcount_and(qw, nw).astype(np.float64)
-            union = kn.popcount_or(qw, nw)
-            n_q = kn.popcount([w for w in qw])
-            valid[sl, 1] = n_q > 0
-            vals[sl, 0:nk] = np.cumsum(shared, axis=1)[:, col] / kk
-            jac = np.divide(shared, union, out=np.zeros_like(shared), where=union > 0)
-            vals[sl, nk:2 * nk] = np.cumsum(jac, axis=1)[:, col] / kk
+            shared = kn.popcount_and(qw, nw)
+            union = np.maximum(kn.popcount_or(qw, nw), 1)  # union 0 only if shared 0
+            valid[sl, 1] = kn.popcount(qw) > 0
+            vals[sl, 0:nk] = kn.prefix_at(shared, ks, np.int32) / kk
+            jac = np.divide(shared, union, dtype=np.float32)
+            vals[sl, nk:2 * nk] = kn.prefix_at(jac, ks) / kk
             if have_gallery:
-                dcg = np.cumsum(shared * disc, axis=1)[:, col]
+                dcg = kn.prefix_at(np.multiply(shared, disc, dtype=np.float32), ks)
                 ideal = idcg[sl]
                 valid[sl, 2] = ideal[:, 0] > 0
-                vals[sl, 2 * nk:] = np.divide(dcg, ideal, out=np.zeros_like(dcg), where=ideal > 0)
+                vals[sl, 2 * nk:] = dcg / np.where(ideal > 0, ideal, 1.0)
         which = [0] * nk + [1] * nk + ([2] * nk if have_gallery else [])
         s = kn.mean_summary(keys, vals, valid, which)
         n_nopos = int(q - valid[:, 1].sum())

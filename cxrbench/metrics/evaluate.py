@@ -173,7 +173,8 @@ def bootstrap_samples(
             per_query = sparse.csc_matrix(
                 (np.ones(int(indptr[-1]), dtype=np.float32), b[ok].astype(np.int64), indptr),
                 shape=(s.n_bins, q))
-            hist_p = (per_query @ agg.T.astype(np.float32)).tocsr()  # (n_bins, P)
+            # csc: the product walks patients in order and scatters into a small (bins x batch) block
+            hist_p = (per_query @ agg.T.astype(np.float32)).tocsc()  # (n_bins, P)
         prepared.append((m, s, dense_p, hist_p))
 
     qrows = np.arange(q)

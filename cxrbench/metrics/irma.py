@@ -493,13 +493,35 @@ def _load_official(path: Path) -> IrmaCodeTree:
 
 
 # -- the metric family ----------------------------------------------------------
-def _clean_codes(codes: np.ndarray | None) -> np.ndarray:
-    """str array with '' where a code is missing."""
-    if codes is None:
-        return np.array([], dtype=object)
-    out = np.array(["" if c is None or (isinstance(c, float) and np.isnan(c)) else str(c).strip()
-                    for c in np.asarray(codes, dtype=object)], dtype=object)
-    return out
+def _clean(c: str) -> str:
+    c = c.strip()
+    return "" if c in ("None", "nan", "NaN") else c
+
+
+_LAST_CODES: list = [None, None]  # (array, result): applicable() and summarize() share it
+
+
+def code_ids(codes) -> tuple[np.ndarray, np.ndarray]:
+    """(unique cleaned codes, index per row); ``''`` stands for a missing code.
+
+    Sorting fixed-width strings is much faster than sorting Python objects, so
+    the codes are made ``str`` first (None / NaN become ``''``).
+    """
+    if _LAST_CODES[0] is codes:
+        return _LAST_CODES[1]
+    res = _code_ids(codes)
+    _LAST_CODES[:] = [codes, res]
+    return res
+
+
+def _code_ids(codes) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.asarray(codes)
+    if arr.dtype.kind != "U":
+        arr = np.where(np.asarray(codes, dtype=object) == None, "", arr).astype(str)  # noqa: E711
+    u, inv = np.unique(arr, return_inverse=True)
+    clean = np.array([_clean(x) for x in u.tolist()], dtype=object)
+    cu, cinv = np.unique(clean.astype(str), return_inverse=True)
+    return cu.astype(object), cinv.reshape(-1)[inv.reshape(-1)]
 
 
 def _code_problems(codes: Iterable[str], min_len: Sequence[int]) -> list[str]:
@@ -545,11 +567,15 @@ class IrmaMetric(Metric):
         tree = data.irma_tree
         if tree is None:
             return "no IRMA code hierarchy (the dataset's irma_tree() returned None)"
-        qc = _clean_codes(data.qcodes())
-        correct = sorted({c for c in qc if c})
+        g_u, g_id = code_ids(data.irma_codes)
+        if data.query_irma_codes is None:
+            q_u = g_u[np.unique(g_id[data.queries])] if data.n_queries else g_u[:0]
+        else:
+            q_u = code_ids(data.query_irma_codes)[0]
+        correct = sorted(c for c in q_u if c)
         if not correct:
             return "no query has an IRMA code"
-        gallery = {c for c in _clean_codes(data.irma_codes) if c}
+        gallery = {c for c in g_u if c}
         bad = _code_problems(correct, (0, 0, 0, 0))
         if not bad:
             longest = [max(len(split_code(c)[ax]) for c in correct) for ax in range(4)]
@@ -569,22 +595,26 @@ class IrmaMetric(Metric):
         tree: IrmaCodeTree = data.irma_tree
         ks = sorted({int(k) for k in ks})
         k_max, q = ks[-1], data.n_queries
-        qc = _clean_codes(data.qcodes())
-        gc = _clean_codes(data.irma_codes) if data.irma_codes is not None else np.array([], object)
-        uq, q_id = np.unique(qc, return_inverse=True)
-        q_id = q_id.reshape(-1)
-        has_code = qc != ""
-        ug, g_id = np.unique(gc, return_inverse=True) if len(gc) else (np.array([], object),
-                                                                      np.zeros(0, np.int64))
+        ug, g_id = code_ids(data.irma_codes)
+        if data.query_irma_codes is None:
+            uq, q_id = ug, g_id[data.queries]
+        else:
+            uq, q_id = code_ids(data.query_irma_codes)
+        has_code = uq[q_id] != ""
         # predicted side: the gallery codes plus "don't know" (no code, or padding)
         pred = [c if c else DONT_KNOW for c in ug] + [DONT_KNOW]
         n_pred = len(pred)
-        g_ext = np.append(g_id.reshape(-1), n_pred - 1).astype(np.int64)
-        no_code = np.append(gc == "", False) if len(gc) else np.zeros(1, dtype=bool)
-        emat = np.zeros((len(uq), n_pred))
-        real = np.flatnonzero(uq != "")
+        g_ext = np.append(g_id, n_pred - 1).astype(np.int64)
+        no_code = np.append(ug[g_id] == "", False)
+        # errors only for the correct codes the queries use
+        used = np.unique(q_id)
+        row = np.zeros(len(uq), dtype=np.int64)
+        row[used] = np.arange(len(used))
+        q_id = row[q_id]
+        emat = np.zeros((len(used), n_pred))
+        real = np.flatnonzero(uq[used] != "")
         if len(real):
-            emat[real] = error_matrix(tree, [uq[i] for i in real], pred)
+            emat[real] = error_matrix(tree, [uq[used][i] for i in real], pred)
         flat = emat.ravel()
         keys = ["irma_error@1", "irma_error_total@1"] + [f"irma_error@{k}" for k in ks if k != 1]
         col = np.array([k for k in ks if k != 1], dtype=np.int64) - 1
@@ -596,14 +626,15 @@ class IrmaMetric(Metric):
             err = np.take(flat, q_id[sl, None] * n_pred + nid)
             vals[sl, 0] = vals[sl, 1] = err[:, 0]
             if len(col):
-                vals[sl, 2:] = np.cumsum(err, axis=1)[:, col] / (col + 1)
+                vals[sl, 2:] = kn.prefix_at(err, [k for k in ks if k != 1]) / (col + 1)
             n_pad += int((nb < 0).sum())
-            n_nocode += int(np.take(no_code, nb).sum()) if len(gc) else 0
+            n_nocode += int(np.take(no_code, nb).sum())
         s = kn.mean_summary(keys, vals, has_code[:, None], sums=["irma_error_total@1"])
         notes = []
         if tree.approximate:
-            notes.append(f"hierarchy is approximate ({tree.source}; {len(tree.added)} nodes added "
-                         "from observed codes): b_i count only the children seen")
+            added = f"; {len(tree.added)} nodes added from observed codes" if tree.added else ""
+            notes.append(f"hierarchy is approximate ({tree.source}{added}): b_i count only the "
+                         "children listed or seen in codes")
         if (~has_code).any():
             notes.append(f"{int((~has_code).sum())} of {q} queries have no IRMA code and are excluded")
         if n_pad or n_nocode:

@@ -88,20 +88,21 @@ class Ranking(Metric):
         keys = [f"{m}@{k}" for m in names for k in ks]
         vals = np.zeros((q, len(keys)), dtype=np.float64)
         valid = np.zeros(q, dtype=bool)
-        ranks = np.arange(1, k_max + 1, dtype=np.float64)
-        col = np.array(ks) - 1
+        inv_rank = 1.0 / np.arange(1, k_max + 1, dtype=np.float32)
+        kk = np.array(ks)
+        nk = len(ks)
         for sl, rel, ok in relevance_chunks(data, k_max):
             valid[sl] = ok
-            hits = np.cumsum(rel, axis=1, dtype=np.int32)  # (c, k_max)
-            ap_sum = np.cumsum(np.where(rel, hits / ranks, 0.0), axis=1)
+            h = kn.prefix_at(rel, ks, np.int32)  # relevant in the top K
+            # AP@K numerator: sum over relevant ranks i <= K of P@i = hits_i / i
+            hits = np.cumsum(rel, axis=1, dtype=np.int32)
+            contrib = np.multiply(hits, inv_rank, dtype=np.float32)
+            contrib *= rel
             first = np.where(rel.any(axis=1), rel.argmax(axis=1) + 1, k_max + 1)
-            h = hits[:, col]  # (c, nk)
-            nk = len(ks)
-            vals[sl, 0:nk] = h / np.array(ks)
-            vals[sl, nk:2 * nk] = ap_sum[:, col] / np.maximum(h, 1)
+            vals[sl, 0:nk] = h / kk
+            vals[sl, nk:2 * nk] = kn.prefix_at(contrib, ks) / np.maximum(h, 1)
             vals[sl, 2 * nk:3 * nk] = h > 0
-            vals[sl, 3 * nk:4 * nk] = np.where(first[:, None] <= np.array(ks)[None, :],
-                                               1.0 / first[:, None], 0.0)
+            vals[sl, 3 * nk:4 * nk] = np.where(first[:, None] <= kk[None, :], 1.0 / first[:, None], 0.0)
         s = kn.mean_summary(keys, vals, valid[:, None])
         n_out = int(q - valid.sum())
         if n_out:
