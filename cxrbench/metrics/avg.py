@@ -114,7 +114,7 @@ class AverageShared(Metric):
         kk = np.array(ks, dtype=np.float64)
         have_gallery = data.gallery is not None
         idcg = ideal_dcg(data, ks) if have_gallery else None
-        disc = (1.0 / np.log2(np.arange(2, k_max + 2))).astype(np.float32)
+        disc = 1.0 / np.log2(np.arange(2, k_max + 2))
         words = kn.pack_bits(data.labels == 1)
         qwords = None if data.query_labels is None else kn.pack_bits(data.query_labels == 1,
                                                                      sentinel=False)
@@ -132,10 +132,10 @@ class AverageShared(Metric):
             union = np.maximum(kn.popcount_or(qw, nw), 1)  # union 0 only if shared 0
             valid[sl, 1] = kn.popcount(qw) > 0
             vals[sl, 0:nk] = kn.prefix_at(shared, ks, np.int32) / kk
-            jac = np.divide(shared, union, dtype=np.float32)
+            jac = np.divide(shared, union, dtype=np.float64)
             vals[sl, nk:2 * nk] = kn.prefix_at(jac, ks) / kk
             if have_gallery:
-                dcg = kn.prefix_at(np.multiply(shared, disc, dtype=np.float32), ks)
+                dcg = kn.prefix_at(np.multiply(shared, disc), ks)
                 ideal = idcg[sl]
                 valid[sl, 2] = ideal[:, 0] > 0
                 vals[sl, 2 * nk:] = dcg / np.where(ideal > 0, ideal, 1.0)

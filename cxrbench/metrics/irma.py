@@ -64,7 +64,7 @@ FOLDER_FILES = ("A.csv", "B.csv", "C.csv", "D.csv")
 AXIS_LEN = (4, 3, 3, 3)
 _CODE = re.compile(r"[0-9a-z]+")
 _BRACKET = re.compile(r"\[([^\]]*)\]\s?(.*)")
-_NEWLINES = re.compile(r"\r\n|\r|\n")
+_NEWLINES = re.compile(r"\r*\n|\r")  # "\r\r\n" (as in the real B.csv) is one line end
 #: the prediction used when a neighbour is missing (padding) or has no code
 DONT_KNOW = "-".join("*" * 8 for _ in AXES)
 
@@ -351,11 +351,11 @@ def _unique_parts(codes: Iterable[str]):
 
 def _unique_parts_with_codes(codes: Iterable[str]) -> dict[tuple[int, str], set[str]]:
     out: dict[tuple[int, str], set[str]] = defaultdict(set)
-    for code in set(map(str, codes)):
+    for code in sorted(set(map(str, codes))):
         for ax, part in enumerate(split_code(code)):
             if not part.startswith("C"):
                 out[(ax, part)].add(code)
-    return out
+    return dict(sorted(out.items()))
 
 
 # -- reading files ------------------------------------------------------------

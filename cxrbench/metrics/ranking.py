@@ -88,7 +88,7 @@ class Ranking(Metric):
         keys = [f"{m}@{k}" for m in names for k in ks]
         vals = np.zeros((q, len(keys)), dtype=np.float64)
         valid = np.zeros(q, dtype=bool)
-        inv_rank = 1.0 / np.arange(1, k_max + 1, dtype=np.float32)
+        inv_rank = 1.0 / np.arange(1, k_max + 1, dtype=np.float64)
         kk = np.array(ks)
         nk = len(ks)
         for sl, rel, ok in relevance_chunks(data, k_max):
@@ -96,7 +96,7 @@ class Ranking(Metric):
             h = kn.prefix_at(rel, ks, np.int32)  # relevant in the top K
             # AP@K numerator: sum over relevant ranks i <= K of P@i = hits_i / i
             hits = np.cumsum(rel, axis=1, dtype=np.int32)
-            contrib = np.multiply(hits, inv_rank, dtype=np.float32)
+            contrib = np.multiply(hits, inv_rank)
             contrib *= rel
             first = np.where(rel.any(axis=1), rel.argmax(axis=1) + 1, k_max + 1)
             vals[sl, 0:nk] = h / kk
