@@ -74,7 +74,9 @@ def brute_force(data: EvalData, k: int) -> dict[str, float]:
         j.append(sum(len(qp & pos(data.labels[x])) / len(qp | pos(data.labels[x]))
                      if x >= 0 else 0.0 for x in nbrs) / k)
         # ideal: all gallery rows but the query itself, sorted by shared labels
-        gains = sorted((len(qp & pos(data.labels[g])) for g in data.gallery if g != q),
+        gallery = (data.gallery if data.query_gallery is None
+                   else data.gallery[data.query_gallery[qi]])
+        gains = sorted((len(qp & pos(data.labels[g])) for g in gallery if g != q),
                        reverse=True)[:k]
         idcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
         if idcg > 0:
@@ -104,6 +106,21 @@ def test_matches_brute_force(seed):
     for k in (1, 4, 6):
         assert {key: got[key] for key in got if key.endswith(f"@{k}")} == pytest.approx(
             brute_force(data, k), abs=1e-9)
+
+
+def test_kfold_galleries():
+    # two folds: each query's ideal comes from the other fold's rows
+    rng = np.random.default_rng(11)
+    data = random_table(rng, n=40, q=20)
+    fold = np.arange(40) % 2
+    galleries = (np.flatnonzero(fold != 0), np.flatnonzero(fold != 1))
+    data = EvalData(**{**data.__dict__, "gallery": galleries,
+                       "query_gallery": fold[data.queries]})
+    got = avg(data, [2, 6])
+    assert {k: v for k, v in got.items() if k.endswith("@6")} == pytest.approx(
+        brute_force(data, 6), abs=1e-9)
+    perm = rng.permutation(data.n_queries)
+    assert avg(data.take(perm), [2, 6]) == pytest.approx(got, abs=1e-12)
 
 
 def test_many_label_words():

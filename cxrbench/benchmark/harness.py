@@ -354,6 +354,7 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     embed_info: list[dict[str, Any]] = []
     tables: list[NeighborTable] = []
     protocol_info: dict[str, Any] = {"name": protocol.value}
+    gallery_kw: dict[str, Any] = {}  # the rows searched, for metrics that need the gallery
 
     def search(emb, q_rows, g_rows) -> NeighborTable:
         # images skipped as unreadable (on_error: skip) are neither queried nor retrieved
@@ -386,6 +387,8 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
             search_s += time.perf_counter() - t0
         table = _merge(tables)
         protocol_info["fit_per_fold"] = enc.trainable
+        gallery_kw = {"gallery": tuple(np.flatnonzero(folds != f) for f in range(cfg.folds)),
+                      "query_gallery": folds[table.queries]}
     else:
         if enc.trainable:
             fit_s += _fit(enc, ds, train_rows, cfg, progress)
@@ -408,6 +411,7 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         t0 = time.perf_counter()
         table = search(emb, q_rows, g_rows)
         search_s = time.perf_counter() - t0
+        gallery_kw = {"gallery": g_rows}
     timings.update(fit=fit_s, embed=embed_s, search=search_s)
     if progress:
         progress("search", len(table.queries), len(table.queries))
@@ -418,6 +422,7 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         labels=ix.labels, label_names=tuple(ds.label_names), patient_ids=ix.patient_ids,
         single_label=ds.single_label, irma_codes=ix.irma_codes,
         irma_tree=ds.irma_tree() if ix.irma_codes is not None else None,
+        **gallery_kw,
     )
     ev = evaluate(data, cfg.metrics, cfg.k, n_boot=cfg.n_boot, seed=cfg.seed)
     timings["metrics"] = time.perf_counter() - t0
@@ -429,6 +434,8 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     ds_desc["fingerprint"] = ds.fingerprint()
     ds_desc["info"] = dict(ds.info)
     protocol_info.update(n_queries=int(len(table.queries)), k_max=k_max)
+    if ev.notes:  # e.g. queries excluded from a metric, an approximate IRMA hierarchy
+        protocol_info["metric_notes"] = dict(ev.notes)
     run_fp = _run_fingerprint(enc_desc["fingerprint"], ds_desc["fingerprint"], cfg)
     res = Result(
         run_id=new_run_id(cfg.encoder, cfg.dataset, run_fp),

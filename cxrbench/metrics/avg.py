@@ -16,9 +16,10 @@ denominator.
   query. The ideal is computed from the gallery's label-set histogram (never
   a queries x gallery matrix), minus the query itself when it is a gallery
   row (self is always excluded from retrieval); same-patient exclusions are
-  *not* removed from the ideal. Queries whose ideal DCG is 0 (no gallery
-  image shares a label with them) are excluded. Needs ``EvalData.gallery``;
-  without it the ndcg keys are reported absent.
+  *not* removed from the ideal. With k-fold galleries (``EvalData.query_gallery``)
+  each query's ideal comes from its own fold's gallery. Queries whose ideal
+  DCG is 0 (no gallery image shares a label with them) are excluded. Needs
+  ``EvalData.gallery``; without it the ndcg keys are reported absent.
 """
 
 from __future__ import annotations
@@ -54,18 +55,25 @@ def _shared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def ideal_dcg(data: EvalData, ks: Sequence[int]) -> np.ndarray:
-    """(Q, len(ks)) ideal DCG@K (see the module docstring)."""
-    k_max = max(ks)
-    n_lab = data.labels.shape[1]
+    """(Q, len(ks)) ideal DCG@K (see the module docstring), per gallery."""
     words = kn.pack_bits(data.labels == 1, sentinel=False)
-    gal = np.unique(np.asarray(data.gallery, dtype=np.int64))
-    g_masks, g_counts = _unique(_masks(words, gal), return_counts=True)
     if data.query_labels is None:
         q_masks = _masks(words, data.queries)
-        is_self = np.isin(data.queries, gal)
     else:
         q_masks = _masks(kn.pack_bits(data.query_labels == 1, sentinel=False), slice(None))
-        is_self = np.zeros(data.n_queries, dtype=bool)
+    out = np.zeros((data.n_queries, len(ks)))
+    for pos, gal in data.galleries():
+        gal = np.unique(np.asarray(gal, dtype=np.int64))
+        is_self = (np.isin(data.queries[pos], gal) if data.query_labels is None
+                   else np.zeros(len(pos), dtype=bool))
+        out[pos] = _ideal(q_masks[pos], is_self, _masks(words, gal), data.labels.shape[1], ks)
+    return out
+
+
+def _ideal(q_masks: np.ndarray, is_self: np.ndarray, gal_masks: np.ndarray, n_lab: int,
+           ks: Sequence[int]) -> np.ndarray:
+    k_max = max(ks)
+    g_masks, g_counts = _unique(gal_masks, return_counts=True)
     uq, q_inv = _unique(q_masks, return_inverse=True)
     q_inv = q_inv.reshape(-1)
     # hist[u, s]: gallery images sharing exactly s positive labels with label set u

@@ -40,7 +40,10 @@ class EvalData:
     query_irma_codes: np.ndarray | None = None
     #: the dataset rows searched (the gallery), when known; ndcg@K needs it
     #: for the ideal ranking. None: metrics that need it are reported absent.
-    gallery: np.ndarray | None = None
+    #: With several galleries (k-fold), a tuple of row arrays plus ``query_gallery``.
+    gallery: np.ndarray | tuple[np.ndarray, ...] | None = None
+    #: (Q,) index into the ``gallery`` tuple: which gallery each query searched
+    query_gallery: np.ndarray | None = None
 
     @property
     def k_max(self) -> int:
@@ -67,7 +70,18 @@ class EvalData:
             distances=self.distances[rows],
             query_labels=None if self.query_labels is None else self.query_labels[rows],
             query_irma_codes=None if self.query_irma_codes is None else self.query_irma_codes[rows],
+            query_gallery=None if self.query_gallery is None else self.query_gallery[rows],
         )
+
+    def galleries(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """[(query positions, gallery rows)]: one entry per gallery; [] if unknown."""
+        if self.gallery is None:
+            return []
+        if self.query_gallery is None:
+            return [(np.arange(self.n_queries), np.asarray(self.gallery))]
+        groups = np.asarray(self.query_gallery)
+        return [(np.flatnonzero(groups == g), np.asarray(rows))
+                for g, rows in enumerate(self.gallery) if (groups == g).any()]
 
     def query_patients(self) -> np.ndarray:
         return self.patient_ids[self.queries]
