@@ -169,11 +169,14 @@ def bootstrap_samples(
         if s.bins is not None:
             b = np.asarray(s.bins)
             ok = b >= 0
-            indptr = np.concatenate([[0], np.cumsum(ok.sum(axis=1))])
+            per_q = ok.sum(axis=1)
+            idx_t = np.int32 if max(int(per_q.sum()), s.n_bins) < 2**31 - 1 else np.int64
+            indptr = np.concatenate([[0], np.cumsum(per_q)]).astype(idx_t)
             per_query = sparse.csc_matrix(
-                (np.ones(int(indptr[-1]), dtype=np.float32), b[ok].astype(np.int64), indptr),
-                shape=(s.n_bins, q))
-            # csc: the product walks patients in order and scatters into a small (bins x batch) block
+                (np.ones(int(indptr[-1]), dtype=np.float32), b[ok].astype(idx_t, copy=False),
+                 indptr), shape=(s.n_bins, q))
+            # csc: the product walks patients in order and scatters into a small
+            # (bins x batch) block that stays in cache
             hist_p = (per_query @ agg.T.astype(np.float32)).tocsc()  # (n_bins, P)
         prepared.append((m, s, dense_p, hist_p))
 

@@ -85,19 +85,41 @@ class KnnVote(Metric):
         width = np.repeat(2 * (np.array(ks) + 1), n_lab)  # per column h = j * L + l
         base = np.concatenate([[0], np.cumsum(width)[:-1]])
         n_bins = int(width.sum())
-        kvec = np.repeat(np.array(ks), n_lab)
-        bins = np.empty((data.n_queries, nk * n_lab), dtype=np.int32)
+        bins = np.empty((data.n_queries, nk, n_lab), dtype=np.int32)
+        base3 = base.reshape(nk, n_lab).astype(np.int32)
+        step3 = (np.array(ks, dtype=np.int32) + 1)[:, None]  # (nk, 1)
+        hist = np.zeros(n_bins, dtype=np.int64)
         for sl in kn.chunks(data.n_queries):
-            yy = np.tile(y[sl], (1, nk)).astype(np.int64)  # (c, nk*L), column j*L+l
-            cc = counts[sl].reshape(-1, nk * n_lab).astype(np.int64)
-            bins[sl] = np.where(yy >= 0, base + yy * (kvec + 1) + cc, -1)
+            yy = y[sl, None, :].astype(np.int32)  # (c, 1, L)
+            b = bins[sl]
+            np.add(counts[sl], base3, out=b, dtype=np.int32)
+            b += yy * step3
+            b[np.broadcast_to(yy < 0, b.shape)] = -1
+            hist += np.bincount(b[b >= 0], minlength=n_bins)
+        bins = bins.reshape(data.n_queries, nk * n_lab)  # column j * L + l
+        # The bootstrap sums query weights into these bins. The fullest bin of each
+        # column (typically "negative, no positive neighbour") is left out and
+        # recovered as (weight of the queries whose label is known) - (other bins),
+        # which skips most of the work for rare labels.
+        mode = np.array([base[h] + int(np.argmax(hist[base[h]:base[h] + width[h]]))
+                         for h in range(nk * n_lab)], dtype=np.int32)
+        for h in range(nk * n_lab):
+            col = bins[:, h]
+            col[col == mode[h]] = -1
+        known = (y >= 0).astype(np.float64)  # (Q, L): the dense statistics
+        lab_of = np.tile(np.arange(n_lab), nk)
 
         def split(h: np.ndarray, j: int, li: int):
             k, b = ks[j], base[j * n_lab + li]
             return h[:, b:b + k + 1], h[:, b + k + 1:b + 2 * (k + 1)]
 
-        def finish(_d: np.ndarray | None, h: np.ndarray) -> dict[str, np.ndarray]:
-            h = np.atleast_2d(h)
+        def finish(d: np.ndarray, h: np.ndarray) -> dict[str, np.ndarray]:
+            h = np.array(np.atleast_2d(h), dtype=np.float64)
+            d = np.atleast_2d(d)
+            for hh in range(nk * n_lab):
+                seg = h[:, base[hh]:base[hh] + width[hh]]
+                seg[:, mode[hh] - base[hh]] = 0.0
+                h[:, mode[hh]] = d[:, lab_of[hh]] - seg.sum(axis=1)
             out: dict[str, np.ndarray] = {}
             for j, k in enumerate(ks):
                 aucs = []
@@ -113,9 +135,8 @@ class KnnVote(Metric):
                     out[f"knn_auc@{k}"] = np.where(n_ok > 0, np.nansum(a, axis=1) / n_ok, np.nan)
             return out
 
-        flat = bins[bins >= 0]
-        hist = np.bincount(flat, minlength=n_bins).astype(np.float64)[None, :]
-        point = finish(None, hist)
+        hist = hist.astype(np.float64)[None, :]
+        point = finish(known.sum(axis=0)[None, :], hist)
         values: dict[str, float] = {}
         absent: dict[str, str] = {}
         for key, v in point.items():
@@ -142,7 +163,8 @@ class KnnVote(Metric):
         for key in point:
             if key not in values and key not in absent:
                 absent[key] = _why_undefined(key)
-        s = Summary(values=values, bins=bins, n_bins=n_bins, finish=finish, absent=absent)
+        s = Summary(values=values, dense=known, bins=bins, n_bins=n_bins, finish=finish,
+                    absent=absent)
         n_unknown = (y < 0).sum(axis=0)
         if n_unknown.any():
             s.notes["knn_auc"] = "queries with an unknown label are left out of that label: " + ", ".join(
