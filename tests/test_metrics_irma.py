@@ -331,3 +331,18 @@ def test_oracle_gives_zero_error(tree):
     nb = np.array([[j for j in range(9) if j // 3 == i // 3 and j != i] for i in range(9)])
     v = METRICS.create("irma").compute(irma_table(tree, codes, np.arange(9), nb), [1, 2])
     assert v == {"irma_error@1": 0.0, "irma_error_total@1": 0.0, "irma_error@2": 0.0}
+
+
+def test_orphan_line_makes_its_ancestor_suspect(tmp_path):
+    # 1121 is listed but its parent 112 is not: 11 lacks at least one child
+    (tmp_path / "A.csv").write_text("1;x-ray\n10;unspecified\n11;plain\n1121;orphan\n")
+    for name in ("B.csv", "C.csv", "D.csv"):
+        (tmp_path / name).write_text("0;unspecified\n1;one\n")
+    t = IrmaCodeTree.load(tmp_path)
+    assert any("1121 listed without its parent 112" in i for i in t.issues)
+    assert t.branching(0, "1000") == (1, 2, 1, 1)
+    with pytest.raises(IrmaGapError, match="child count of 11 is suspect"):
+        t.branching(0, "1110")
+    ext = t.extended(["1110-100-100-100"])  # opt in: the suspect count is accepted
+    assert ext.approximate and ext.branching(0, "1110") == (1, 2, 2, 1)  # 11: {111, 112}
+    assert {"technical 111", "technical 112"} <= set(ext.added) and ext.check(["1110-100-100-100"]) == []

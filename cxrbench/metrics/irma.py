@@ -185,14 +185,21 @@ class IrmaCodeTree:
     def extended(self, codes: Iterable[str]) -> "IrmaCodeTree":
         """A copy with the nodes that ``codes`` need but the file lacks (approximate).
 
-        Suspect child counts (malformed lines) are accepted as they are. b_i at
-        an extended node counts the children listed plus those observed.
+        Also adds the parents of listed nodes whose parent is missing. Suspect
+        child counts (malformed lines) are accepted as they are. b_i at an
+        extended node counts the children listed plus those observed.
         """
         labels = [dict(d) for d in self.labels]
         added = list(self.added)
-        for part_ax in _unique_parts(codes):
-            ax, part = part_ax
-            _, _, prob = self._walk(ax, part)
+        for ax, d in enumerate(self.labels):  # parents implied by listed nodes (orphans)
+            for code in sorted(d):
+                for j in range(1, len(code)):
+                    if code[:j] not in labels[ax]:
+                        labels[ax][code[:j]] = f"(implied by {code})"
+                        added.append(f"{AXES[ax]} {code[:j]}")
+        plain = IrmaCodeTree(labels)  # the same nodes, suspect counts accepted
+        for ax, part in _unique_parts(codes):
+            _, _, prob = plain._walk(ax, part)
             if prob is None or prob[0] != "missing":
                 continue
             for j in range(1, len(part) + 1):
@@ -219,11 +226,11 @@ class IrmaCodeTree:
         for d in part:
             child = node + d
             kids = 0 if virtual else self._kids[ax].get(node, 0)
+            if not virtual and node in self.suspect[ax]:  # b_i would use a suspect count
+                return b, used, ("suspect", node, self.suspect[ax][node])
             if not virtual and child in nodes:
                 b.append(kids)
                 used.append(node)
-                if node in self.suspect[ax]:
-                    return b, used, ("suspect", node, self.suspect[ax][node])
                 node = real = child
             elif d == "0" and kids == 0:
                 b.append(1)
@@ -301,7 +308,8 @@ class IrmaCodeTree:
         """Labels along each axis of ``code`` (for messages and reports)."""
         out = []
         for ax, part in enumerate(split_code(code)):
-            out.append(" / ".join(self.labels[ax].get(part[:j], "?") for j in range(1, len(part) + 1)))
+            out.append(" / ".join(self.labels[ax].get(part[:j], "?")
+                                  for j in range(1, len(part) + 1)))
         return out
 
     def describe(self) -> dict:

@@ -63,7 +63,7 @@ def hist_auc(neg: np.ndarray, pos: np.ndarray) -> np.ndarray:
 
 @METRICS.register("knn_auc")
 class KnnVote(Metric):
-    """k-NN-vote AUC per label and macro (seed 000), plus majority-vote sensitivity/specificity/precision/F1."""
+    """k-NN-vote AUC (seed 000), per label and macro, and the vote's sensitivity/specificity/F1."""
 
     name = "knn_auc"
 
