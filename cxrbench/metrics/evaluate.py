@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from scipy import sparse
+from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from cxrbench.metrics import METRICS
 from cxrbench.metrics.base import EvalData, Metric, Summary
@@ -180,8 +181,16 @@ def bootstrap_samples(
             hist_p = (per_query @ agg.T.astype(np.float32)).tocsc()  # (n_bins, P)
         prepared.append((m, s, dense_p, hist_p))
 
-    qrows = np.arange(q)
     counts_iter = patient_bootstrap_counts(n_pat, n_boot, seed)
+    # the products are small and memory-bound: one BLAS thread is as fast, and
+    # idle BLAS threads spinning between calls cost 4x the CPU time (measured)
+    with threadpool_limits(limits=1, user_api="blas"):
+        _replicates(data, ks, prepared, counts_iter, inverse, n_boot, put)
+    return samples
+
+
+def _replicates(data, ks, prepared, counts_iter, inverse, n_boot, put) -> None:
+    qrows = np.arange(data.n_queries)
     for r0 in range(0, n_boot, BOOT_BATCH):
         nb = min(BOOT_BATCH, n_boot - r0)
         counts = np.stack([next(counts_iter) for _ in range(nb)])  # (nb, P)
@@ -202,4 +211,3 @@ def bootstrap_samples(
                 h = np.asarray(hist_p @ ct32).T.astype(np.float64)
             for key, v in s.finish(d, h).items():
                 put(key, r0, v)
-    return samples
