@@ -346,3 +346,16 @@ def test_orphan_line_makes_its_ancestor_suspect(tmp_path):
     ext = t.extended(["1110-100-100-100"])  # opt in: the suspect count is accepted
     assert ext.approximate and ext.branching(0, "1110") == (1, 2, 2, 1)  # 11: {111, 112}
     assert {"technical 111", "technical 112"} <= set(ext.added) and ext.check(["1110-100-100-100"]) == []
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_metric_invariant_to_query_order(tree, seed):
+    rng = np.random.default_rng(seed)
+    pool = ["-".join(x) for x in zip(*(rng.choice(v, 5) for v in VALID))]
+    codes = rng.choice(pool, 20).astype(object)
+    nb = rng.integers(-1, 20, (20, 4))
+    data = irma_table(tree, codes, np.arange(20), nb)
+    m = METRICS.create("irma")
+    perm = rng.permutation(20)
+    assert m.compute(data.take(perm), [1, 4]) == pytest.approx(m.compute(data, [1, 4]), abs=1e-12)

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
-from scipy import sparse
-from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
 from cxrbench.metrics import METRICS
 from cxrbench.metrics.base import EvalData, Metric, Summary
@@ -147,6 +145,9 @@ def bootstrap_samples(
     n_boot: int, seed: int,
 ) -> dict[str, np.ndarray]:
     """Replicate values per key, (n_boot,) arrays with NaN where undefined."""
+    from scipy import sparse  # scipy and threadpoolctl come with scikit-learn
+    from threadpoolctl import threadpool_limits
+
     inverse, n_pat = _patient_index(data.query_patients())
     q = data.n_queries
     samples: dict[str, np.ndarray] = {}
