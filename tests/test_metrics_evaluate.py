@@ -78,6 +78,13 @@ def test_ci_contains_point_and_is_seeded():
     for key, (lo, hi) in a.ci.items():
         assert lo <= a.values[key] + 1e-9 and a.values[key] - 1e-9 <= hi, key
     assert {"point", "bootstrap"} <= set(a.timings)
+    # patients are drawn by id, so the CIs do not depend on the order of the queries
+    perm = np.random.default_rng(0).permutation(data.n_queries)
+    p = evaluate(data.take(perm), None, [1, 5], n_boot=60, seed=3)
+    assert p.values == pytest.approx(a.values, abs=1e-12)
+    assert set(p.ci) == set(a.ci)
+    for key in a.ci:
+        assert p.ci[key] == pytest.approx(a.ci[key], abs=1e-12), key
     # the same families and ks give the same keys as the point estimates
     assert set(evaluate(data, None, [1, 5], n_boot=0).values) == set(a.values)
 
@@ -139,3 +146,35 @@ def test_not_applicable_metrics_are_listed():
     assert "no IRMA codes" in ev.skipped["irma"] and "p@1" in ev.values
     assert not any(k.startswith("irma") for k in ev.values)
     assert "irma" not in evaluate(no_codes, None, [1], n_boot=0).skipped  # default: just left out
+
+
+@pytest.mark.parametrize("protocol", ["leave-one-out", "kfold", "holdout"])
+def test_harness_passes_the_searched_gallery(tiny, protocol):
+    # ndcg's ideal must come from the rows each query searched (per fold for kfold)
+    import math
+
+    import cxrbench
+    from cxrbench.benchmark.harness import patient_folds
+
+    r = cxrbench.run("random", tiny, out=None, n_boot=0, protocol=protocol, k=[5], folds=3)
+    t = r._table
+    ix = tiny.index
+    if protocol == "kfold":
+        folds = patient_folds(ix.patient_ids, 3, 0)
+        gallery_of = [np.flatnonzero(folds != folds[q]) for q in t.queries]
+    elif protocol == "holdout":
+        gallery_of = [tiny.split_indices("train")] * len(t.queries)
+    else:
+        gallery_of = [np.arange(len(ix))] * len(t.queries)
+    pos = [set(np.flatnonzero(row == 1)) for row in ix.labels]
+    vals = []
+    for qi, q in enumerate(t.queries):
+        if not pos[q]:
+            continue
+        gains = sorted((len(pos[q] & pos[g]) for g in gallery_of[qi] if g != q), reverse=True)[:5]
+        ideal = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+        dcg = sum(len(pos[q] & pos[n]) / math.log2(i + 2) for i, n in enumerate(t.neighbors[qi])
+                  if n >= 0)
+        if ideal > 0:
+            vals.append(dcg / ideal)
+    assert r.metrics["ndcg@5"] == pytest.approx(np.mean(vals), abs=1e-12)

@@ -354,7 +354,7 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     embed_info: list[dict[str, Any]] = []
     tables: list[NeighborTable] = []
     protocol_info: dict[str, Any] = {"name": protocol.value}
-    gallery_kw: dict[str, Any] = {}  # the rows searched, for metrics that need the gallery
+    searched: list[np.ndarray] = []  # gallery rows of each search (ndcg's ideal needs them)
 
     def search(emb, q_rows, g_rows) -> NeighborTable:
         # images skipped as unreadable (on_error: skip) are neither queried nor retrieved
@@ -362,6 +362,7 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         if len(bad):
             q_rows, g_rows = np.setdiff1d(q_rows, bad), np.setdiff1d(g_rows, bad)
             protocol_info["skipped_unreadable"] = int(len(bad))
+        searched.append(g_rows)
         return knn_search(
             emb[q_rows], emb[g_rows], k_max, enc.embedding_spec.distance,
             query_rows=q_rows, gallery_rows=g_rows, patient_ids=ix.patient_ids,
@@ -387,8 +388,6 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
             search_s += time.perf_counter() - t0
         table = _merge(tables)
         protocol_info["fit_per_fold"] = enc.trainable
-        gallery_kw = {"gallery": tuple(np.flatnonzero(folds != f) for f in range(cfg.folds)),
-                      "query_gallery": folds[table.queries]}
     else:
         if enc.trainable:
             fit_s += _fit(enc, ds, train_rows, cfg, progress)
@@ -411,7 +410,6 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         t0 = time.perf_counter()
         table = search(emb, q_rows, g_rows)
         search_s = time.perf_counter() - t0
-        gallery_kw = {"gallery": g_rows}
     timings.update(fit=fit_s, embed=embed_s, search=search_s)
     if progress:
         progress("search", len(table.queries), len(table.queries))
@@ -422,7 +420,8 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         labels=ix.labels, label_names=tuple(ds.label_names), patient_ids=ix.patient_ids,
         single_label=ds.single_label, irma_codes=ix.irma_codes,
         irma_tree=ds.irma_tree() if ix.irma_codes is not None else None,
-        **gallery_kw,
+        gallery=searched[0] if len(searched) == 1 else tuple(searched),
+        query_gallery=folds[table.queries] if protocol is Protocol.KFOLD else None,
     )
     ev = evaluate(data, cfg.metrics, cfg.k, n_boot=cfg.n_boot, seed=cfg.seed)
     timings["metrics"] = time.perf_counter() - t0
