@@ -354,6 +354,7 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     embed_info: list[dict[str, Any]] = []
     tables: list[NeighborTable] = []
     protocol_info: dict[str, Any] = {"name": protocol.value}
+    searched: list[np.ndarray] = []  # gallery rows of each search (ndcg's ideal needs them)
 
     def search(emb, q_rows, g_rows) -> NeighborTable:
         # images skipped as unreadable (on_error: skip) are neither queried nor retrieved
@@ -361,6 +362,7 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         if len(bad):
             q_rows, g_rows = np.setdiff1d(q_rows, bad), np.setdiff1d(g_rows, bad)
             protocol_info["skipped_unreadable"] = int(len(bad))
+        searched.append(g_rows)
         return knn_search(
             emb[q_rows], emb[g_rows], k_max, enc.embedding_spec.distance,
             query_rows=q_rows, gallery_rows=g_rows, patient_ids=ix.patient_ids,
@@ -418,6 +420,8 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         labels=ix.labels, label_names=tuple(ds.label_names), patient_ids=ix.patient_ids,
         single_label=ds.single_label, irma_codes=ix.irma_codes,
         irma_tree=ds.irma_tree() if ix.irma_codes is not None else None,
+        gallery=searched[0] if len(searched) == 1 else tuple(searched),
+        query_gallery=folds[table.queries] if protocol is Protocol.KFOLD else None,
     )
     ev = evaluate(data, cfg.metrics, cfg.k, n_boot=cfg.n_boot, seed=cfg.seed)
     timings["metrics"] = time.perf_counter() - t0
@@ -429,6 +433,8 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     ds_desc["fingerprint"] = ds.fingerprint()
     ds_desc["info"] = dict(ds.info)
     protocol_info.update(n_queries=int(len(table.queries)), k_max=k_max)
+    if ev.notes:  # e.g. queries excluded from a metric, an approximate IRMA hierarchy
+        protocol_info["metric_notes"] = dict(ev.notes)
     run_fp = _run_fingerprint(enc_desc["fingerprint"], ds_desc["fingerprint"], cfg)
     res = Result(
         run_id=new_run_id(cfg.encoder, cfg.dataset, run_fp),
