@@ -11,7 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+# CXRBENCH_SHARED_DATA points elsewhere, e.g. from a git worktree not beside shared/
+SHARED = Path(os.environ.get("CXRBENCH_SHARED_DATA") or REPO.parent / "shared" / "data")
 REQUIRE_SHARED = os.environ.get("CXRBENCH_REQUIRE_SHARED") == "1"
 
 

@@ -137,14 +137,20 @@ def create_dataset(name: str, root: str | None = None, **params: Any) -> Dataset
 
 
 def image_source(dataset: Dataset, encoder: Encoder, cfg: RunConfig) -> Any:
-    """Where the harness reads images: the decoded-image cache when available."""
-    try:
-        from cxrbench.datasets.imagecache import cached_source
-    except ImportError:
-        return dataset
+    """Where the harness reads images: decoded, resized and 8-bit quantised once
+    (the on-disk decoded-image cache; without the cache, the same pixels each time)."""
+    from cxrbench.datasets.imagecache import cached_source, uncached_source
+
     if not cfg.use_cache:
-        return dataset
+        return uncached_source(dataset, encoder.input_spec.size)
     return cached_source(dataset, encoder.input_spec.size, _cache_dir(cfg))
+
+
+def unreadable_rows(dataset: Dataset, encoder: Encoder, cfg: RunConfig) -> np.ndarray:
+    """Rows the dataset skipped as unreadable (``on_error: skip``), found in any process or run."""
+    source = image_source(dataset, encoder, cfg)
+    fn = getattr(source, "failed_rows", None)
+    return np.asarray(fn() if fn is not None else [], dtype=np.int64)
 
 
 def _cache_dir(cfg: RunConfig) -> Path:
@@ -200,7 +206,8 @@ def embed_dataset(
     """Embeddings of every row of ``dataset`` through the on-disk store."""
     n = len(dataset)
     source = image_source(dataset, encoder, cfg)
-    preprocessing = {"input": encoder.describe()["input"], "loader": "v1"}
+    preprocessing = {"input": encoder.describe()["input"],
+                     "loader": getattr(source, "loader_key", "dataset")}
     info: dict[str, Any] = {}
     t0 = time.perf_counter()
     if not cfg.use_cache:
@@ -267,7 +274,8 @@ def _fit(encoder: Encoder, dataset: Dataset, rows: np.ndarray, cfg: RunConfig,
 
     if encoder.cache_dir is None:
         encoder.cache_dir = _cache_dir(cfg)
-    encoder.fit(Subset(dataset, rows), progress=fit_progress, seed=cfg.seed)
+    source = image_source(dataset, encoder, cfg)  # decoded once, reused every epoch
+    encoder.fit(Subset(dataset, rows, source), progress=fit_progress, seed=cfg.seed)
     return time.perf_counter() - t0
 
 
@@ -354,8 +362,15 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     embed_info: list[dict[str, Any]] = []
     tables: list[NeighborTable] = []
     protocol_info: dict[str, Any] = {"name": protocol.value}
+    searched: list[np.ndarray] = []  # gallery rows of each search (ndcg's ideal needs them)
 
     def search(emb, q_rows, g_rows) -> NeighborTable:
+        # images skipped as unreadable (on_error: skip) are neither queried nor retrieved
+        bad = unreadable_rows(ds, enc, cfg)
+        if len(bad):
+            q_rows, g_rows = np.setdiff1d(q_rows, bad), np.setdiff1d(g_rows, bad)
+            protocol_info["skipped_unreadable"] = int(len(bad))
+        searched.append(g_rows)
         return knn_search(
             emb[q_rows], emb[g_rows], k_max, enc.embedding_spec.distance,
             query_rows=q_rows, gallery_rows=g_rows, patient_ids=ix.patient_ids,
@@ -413,6 +428,8 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         labels=ix.labels, label_names=tuple(ds.label_names), patient_ids=ix.patient_ids,
         single_label=ds.single_label, irma_codes=ix.irma_codes,
         irma_tree=ds.irma_tree() if ix.irma_codes is not None else None,
+        gallery=searched[0] if len(searched) == 1 else tuple(searched),
+        query_gallery=folds[table.queries] if protocol is Protocol.KFOLD else None,
     )
     ev = evaluate(data, cfg.metrics, cfg.k, n_boot=cfg.n_boot, seed=cfg.seed)
     timings["metrics"] = time.perf_counter() - t0
@@ -424,6 +441,8 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     ds_desc["fingerprint"] = ds.fingerprint()
     ds_desc["info"] = dict(ds.info)
     protocol_info.update(n_queries=int(len(table.queries)), k_max=k_max)
+    if ev.notes:  # e.g. queries excluded from a metric, an approximate IRMA hierarchy
+        protocol_info["metric_notes"] = dict(ev.notes)
     run_fp = _run_fingerprint(enc_desc["fingerprint"], ds_desc["fingerprint"], cfg)
     res = Result(
         run_id=new_run_id(cfg.encoder, cfg.dataset, run_fp),

@@ -70,7 +70,9 @@ class Index:
         self.ids = np.asarray(self.ids, dtype=object)
         self.patient_ids = np.asarray(self.patient_ids, dtype=object)
         self.splits = np.asarray(self.splits, dtype=object)
-        self.labels = np.asarray(self.labels, dtype=np.int8).reshape(n, -1)
+        labels = np.asarray(self.labels, dtype=np.int8)
+        self.labels = labels.reshape(n, labels.shape[-1] if labels.ndim > 1 else -1) if n else \
+            labels.reshape(0, labels.shape[-1] if labels.ndim > 1 else 0)
         self.views = np.asarray(self.views if self.views is not None else [""] * n, dtype=object)
         if self.irma_codes is not None:
             self.irma_codes = np.asarray(self.irma_codes, dtype=object)
@@ -201,8 +203,10 @@ class Subset:
     given, which is how the harness guarantees test images never reach ``fit``.
     """
 
-    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+    def __init__(self, dataset: Dataset, indices: np.ndarray, source: Any = None) -> None:
         self.dataset = dataset
+        #: where images are read (the harness passes the decoded-image cache)
+        self.source = source if source is not None else dataset
         self.indices = np.asarray(indices, dtype=np.int64)
         ix = dataset.index
         self.label_names = tuple(dataset.label_names)
@@ -215,7 +219,7 @@ class Subset:
         return len(self.indices)
 
     def load_image(self, j: int) -> np.ndarray:
-        return self.dataset.load_image(int(self.indices[j]))
+        return self.source.load_image(int(self.indices[j]))
 
     def dataset_index(self, j: int) -> int:
         return int(self.indices[j])
