@@ -83,6 +83,9 @@ def test_embedding_cache_hit_skips_embedding(tiny, tmp_path):
                       protocol="leave-one-out", exclude_same_patient=False)
     assert enc2.embedded == 0
     assert r2.cache["embeddings"][0]["hit"] is True
+    # a cache hit still reports how fast the embeddings were computed
+    assert r2.throughput["from_cache"] is True
+    assert r2.throughput["seconds_per_image"] == pytest.approx(r1.throughput["seconds_per_image"], rel=0.5)
     # --no-cache embeds again
     enc3 = CountingRaw()
     cxrbench.run(enc3, tiny, out=None, n_boot=0, cache_dir=str(tmp_path), use_cache=False)

@@ -224,6 +224,9 @@ def embed_dataset(
         if store.complete():
             emb = np.asarray(store.load(mmap=False))
             info.update(hit=True, rows_computed=0)
+            timing = store.timing()  # how fast it was when it was computed
+            if timing:
+                info["timed_rows"], info["timed_seconds"] = timing["rows"], timing["seconds"]
             if progress:
                 progress(stage, n, n)
         else:
@@ -236,6 +239,7 @@ def embed_dataset(
                 on_chunk_done=(lambda m: progress(stage, m, n)) if progress else None,
             )
             info.update(hit=False, rows_computed=computed, resumed_rows=n - computed)
+            store.record_timing(computed, time.perf_counter() - t0)
     info["seconds"] = time.perf_counter() - t0
     if encoder.embedding_spec is not None and emb.shape[1] != _row_width(encoder):
         raise ValueError(
@@ -436,6 +440,9 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
     timings["total"] = time.perf_counter() - t_start
 
     computed = sum(i.get("rows_computed", 0) for i in embed_info)
+    # embedding speed: of this run, or as recorded when cached embeddings were computed
+    timed_rows = computed or sum(i.get("timed_rows", 0) for i in embed_info)
+    timed_s = embed_s if computed else sum(i.get("timed_seconds", 0.0) for i in embed_info)
     enc_desc = enc.describe()
     ds_desc = ds.describe()
     ds_desc["fingerprint"] = ds.fingerprint()
@@ -464,8 +471,9 @@ def _run(encoder_arg, dataset_arg, cfg: RunConfig, protocol: Protocol,
         },
         timings=timings,
         throughput={
-            "images_per_s": (computed / embed_s) if computed and embed_s > 0 else None,
-            "seconds_per_image": (embed_s / computed) if computed else None,
+            "images_per_s": (timed_rows / timed_s) if timed_rows and timed_s > 0 else None,
+            "seconds_per_image": (timed_s / timed_rows) if timed_rows else None,
+            "from_cache": not computed,
         },
         cache={"embeddings": embed_info},
         environment={

@@ -88,6 +88,21 @@ class EmbeddingStore:
     def complete(self) -> bool:
         return self.final_path.exists()
 
+    @property
+    def timing_path(self) -> Path:
+        return self.dir / "timing.json"
+
+    def record_timing(self, rows: int, seconds: float) -> None:
+        """Remember how long embedding took (rows computed in one go), for cache hits."""
+        if rows > 0 and seconds > 0:
+            atomic_write_text(self.timing_path, json.dumps({"rows": rows, "seconds": seconds}))
+
+    def timing(self) -> dict[str, float] | None:
+        try:
+            return json.loads(self.timing_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
     def load(self, mmap: bool = True) -> np.ndarray:
         return np.load(self.final_path, mmap_mode="r" if mmap else None)
 
