@@ -83,9 +83,14 @@ def main(args: argparse.Namespace) -> int:
             t.add_row(name, _fmt(auc), _fmt(clf["precision"].get(name)), _fmt(clf["recall"].get(name)))
         t.add_row("macro", _fmt(clf.get("macro_auc")), "", "")
         console.print(t)
-    console.print(f"use it: cxrbench run --encoder {args.encoder} --dataset {args.dataset} "
-                  f"--seed {args.seed} (finds it again), or --set checkpoint="
-                  f"{getattr(enc, 'checkpoint_path', '')}", highlight=False)
+    sets = " ".join(args.set or [])
+    again = f"cxrbench run --encoder {args.encoder} --dataset {args.dataset} --seed {args.seed}"
+    if args.root:
+        again += f" --root {args.root}"
+    if sets:
+        again += f" --set {sets}"
+    console.print(f"use it: `{again}` finds it again (same cache dir); or pass "
+                  f"--set checkpoint={getattr(enc, 'checkpoint_path', '')}", highlight=False)
     return 0
 
 

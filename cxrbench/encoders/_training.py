@@ -251,6 +251,9 @@ class TrainedEncoder(Encoder):
                 )
             full = {**saved, **{k: full[k] for k in params if k in self.EMBED_ONLY}}
         super().__init__(device=device, **full)
+        if full.get("precision") == "bf16" and self.device.type == "cpu":
+            log.warning("%s: bf16 on CPU is usually slower than fp32 and changes the "
+                        "embeddings noticeably (docs/encoders.md)", self.name)
         self.checkpoint_path: Path | None = None
         self.checkpoint_config: dict[str, Any] | None = None
         self.training_log: dict[str, Any] | None = None
@@ -298,7 +301,7 @@ class TrainedEncoder(Encoder):
 
     @abstractmethod
     def _train(self, train: Any, progress: Progress | None, seed: int) -> dict[str, Any]:
-        """Train in place on the Subset ``train``; return the training log."""
+        """Build fresh seeded modules, train them on the Subset ``train``; return the log."""
 
     @abstractmethod
     def _state(self) -> dict[str, torch.Tensor]:
@@ -339,8 +342,7 @@ class TrainedEncoder(Encoder):
             self._adopt(folder)
             self._reused = True
             return
-        self._build()  # start from fresh modules whatever happened before
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # _train builds fresh, seeded modules
         t0 = time.perf_counter()
         training_log = self._train(train, progress, seed)
         seconds = time.perf_counter() - t0

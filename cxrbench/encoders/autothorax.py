@@ -169,6 +169,8 @@ class AutoThorax(TrainedEncoder):
             std = feats.std(0, unbiased=False)
             std = torch.where(std > 1e-6, std, torch.ones_like(std))
             self.register_stats(feats.mean(0), std)
+        else:
+            self.register_stats(torch.zeros(feats.shape[1]), torch.ones(feats.shape[1]))
         gen = torch.Generator().manual_seed(int(seed))
         sizes = [3 * self.feature_dim, *p["hidden"], p["bottleneck"]]
         torch.manual_seed(int(seed))

@@ -24,7 +24,6 @@ scores any other rows, e.g. the test split after training.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from typing import Any
