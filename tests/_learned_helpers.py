@@ -22,7 +22,7 @@ def small_dataset(n: int = 48) -> Dataset:
     """The ``phantom`` dataset when it is registered, else :class:`TinyDataset`."""
     if "phantom" in DATASETS:
         try:
-            ds = DATASETS.create("phantom", n=n)
+            ds = DATASETS.create("phantom", n=n, size=64)
             if len(ds.split_indices("train")) and len(ds.split_indices("test")):
                 return ds
         except TypeError:
