@@ -278,6 +278,27 @@ def test_bf16_precision_option_runs(ds, tmp_path):
         ENCODERS.create("stacked-ae", precision="fp16")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", LEARNED)
+def test_cuda_training_embeds_like_cpu_checkpoint(trained, ds, tmp_path, name):
+    cpu = trained[name]
+    gpu = ENCODERS.create(name, device="cuda", **FAST[name])
+    gpu.cache_dir = tmp_path
+    gpu.fit(Subset(ds, ds.split_indices("train")), seed=0)
+    assert gpu.checkpoint_config["trained_on"]["device"].startswith("cuda")
+    # the CPU checkpoint loads onto the GPU and embeds (nearly) as on the CPU
+    moved = ENCODERS.create(name, device="cuda", checkpoint=str(cpu.checkpoint_path))
+    batch = tiny_batch(cpu, ds, range(8))
+    np.testing.assert_allclose(moved.embed(batch), cpu.embed(batch), atol=1e-3, rtol=1e-3)
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="no GPU"):
+        ENCODERS.create("stacked-ae", device="cuda")
+
+
 # -- supervised-cnn (the rest is in test_encoders_learned_models.py) ----------------------
 def test_supervised_multilabel_reports_validation_metrics(trained, ds):
     enc = trained["supervised-cnn"]

@@ -251,6 +251,11 @@ class TrainedEncoder(Encoder):
                 )
             full = {**saved, **{k: full[k] for k in params if k in self.EMBED_ONLY}}
         super().__init__(device=device, **full)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"{self.name}: device cuda requested but torch sees no GPU "
+                f"(torch {torch.__version__}); use --device cpu"
+            )
         if full.get("precision") == "bf16" and self.device.type == "cpu":
             log.warning("%s: bf16 on CPU is usually slower than fp32 and changes the "
                         "embeddings noticeably (docs/encoders.md)", self.name)
