@@ -11,10 +11,21 @@ import yaml
 HELP = "run a retrieval benchmark (no --encoder: the default offline demo)"
 
 
+class _ValueLoader(yaml.SafeLoader):
+    """SafeLoader without timestamps: ``layers=1024-64-16`` is a string, not a date."""
+
+
+_ValueLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def parse_sets(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``key=value`` -> encoder params; ``dataset.key=value`` -> dataset params.
 
-    Values are parsed as YAML scalars (``3`` -> int, ``true`` -> bool, ``a,b`` stays str).
+    Values are parsed as YAML scalars (``3`` -> int, ``true`` -> bool, ``a,b`` stays str,
+    ``1024-64-16`` stays str: no dates).
     """
     enc: dict[str, Any] = {}
     ds: dict[str, Any] = {}
@@ -22,7 +33,7 @@ def parse_sets(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        parsed = yaml.safe_load(value) if value != "" else ""
+        parsed = yaml.load(value, Loader=_ValueLoader) if value != "" else ""
         if key.startswith("dataset."):
             ds[key[len("dataset."):]] = parsed
         else:
