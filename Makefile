@@ -4,7 +4,7 @@ VENV   ?= .venv
 PIP     = $(VENV)/bin/python -m pip
 PIPOPTS = --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: demo test test-all bench check leaderboards install clean
+.PHONY: demo test test-all bench check baseline leaderboards install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,21 @@ bench: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks
+
+# Regression gate on retrieval quality: the fixed CI suite vs the committed baseline.
+CI_RESULTS ?= .ci-results
+check: $(VENV)/.installed
+	rm -rf $(CI_RESULTS) .ci-cache
+	$(VENV)/bin/cxrbench suite configs/suites/ci.yaml --out $(CI_RESULTS) --cache-dir .ci-cache --strict -q
+	$(VENV)/bin/cxrbench check --baseline leaderboards/baseline.json --results $(CI_RESULTS)
+
+# Rewrite the baseline from fresh runs of the CI suite (commit it with a reason).
+baseline: $(VENV)/.installed
+	rm -rf results/ci
+	$(VENV)/bin/cxrbench suite configs/suites/ci.yaml --out results/ci --cache-dir results/ci-cache --strict -q
+	$(VENV)/bin/cxrbench baseline results/ci --out leaderboards/baseline.json --force
+
+# Regenerate the published tables in leaderboards/ from real runs of the shipped suites.
+leaderboards: $(VENV)/.installed
+	$(VENV)/bin/cxrbench suite configs/suites/published.yaml --out results/published --cache-dir results/published-cache
+	$(VENV)/bin/cxrbench leaderboard results/published --out leaderboards --clean
