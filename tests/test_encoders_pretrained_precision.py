@@ -111,5 +111,14 @@ def test_precision_parsing_and_runner_modes():
     r = Runner(conv, cpu, Precision.BF16)
     assert r.prepare(torch.rand(1, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
     assert r(torch.rand(1, 3, 8, 8)).dtype == torch.bfloat16
-    r32 = Runner(torch.nn.Conv2d(3, 4, 3), cpu, Precision.FP32)
+    r32 = Runner(torch.nn.Conv2d(3, 4, 3), cpu, Precision.FP32, channels_last=False)
     assert not r32.channels_last and r32(torch.rand(1, 3, 8, 8)).dtype == torch.float32
+    assert not r32.prepare(torch.rand(1, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_channels_last_fp32_equals_contiguous():
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    a = ENCODERS.create("efficientnet-lite0", size=64)
+    b = ENCODERS.create("efficientnet-lite0", size=64, channels_last=False)
+    assert a.runner.channels_last and not b.runner.channels_last
+    np.testing.assert_allclose(a.embed(x), b.embed(x), rtol=1e-4, atol=1e-5)

@@ -62,6 +62,14 @@ XRV_RANGE = (-1024.0, 1024.0)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.strip().lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
 def _timm():
     import timm
 
@@ -78,13 +86,14 @@ class CnnEncoder(Encoder):
 
     def __init__(self, arch: str | None = None, weights: str | None = None, format: str = "auto",
                  precision: str = "fp32", size: int | None = None, distance: str = "cosine",
-                 **params: Any) -> None:
+                 channels_last: bool = True, **params: Any) -> None:
         weights = self._default_weights() if weights is None else str(weights)
         fmt = str(format).lower()
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
         super().__init__(arch=arch or self.default_arch, weights=weights, format=fmt,
-                         precision=str(precision), size=size, distance=str(distance), **params)
+                         precision=str(precision), size=size, distance=str(distance),
+                         channels_last=_as_bool(channels_last), **params)
         self.precision = Precision.parse(precision, self.device)
         self._sha: str | None = None
         self.weights_format = "none"
@@ -117,7 +126,7 @@ class CnnEncoder(Encoder):
         self.input_spec = InputSpec(size=(int(h), int(w)), channels=channels,
                                     value_range=XRV_RANGE if xrv else (0.0, 1.0))
         self.embedding_spec = EmbeddingSpec(dim=int(model.num_features), distance=distance)
-        self.runner = Runner(model, self.device, self.precision)
+        self.runner = Runner(model, self.device, self.precision, channels_last=self._params["channels_last"])
 
     # -- weights ------------------------------------------------------------------
     def _default_weights(self) -> str:
@@ -229,6 +238,7 @@ class CnnEncoder(Encoder):
         return {"cnn": {
             "arch": self.arch, "weights_format": self.weights_format,
             "weights_file": self.weights_path, "precision": self.precision.value,
+            "channels_last": self.runner.channels_last,
             "mean": list(self.mean), "std": list(self.std),
             "ignored_head_tensors": len(self.ignored_keys),
         }}
