@@ -315,6 +315,7 @@ def test_efficientnet_lite0_contract(lite0):
     assert np.isfinite(a).all() and np.array_equal(a, lite0.embed(t[None]))
 
 
+@pytest.mark.shared
 def test_efficientnet_lite0_on_nih14_mini(lite0):
     from conftest import shared_path
     from PIL import Image
@@ -327,3 +328,36 @@ def test_efficientnet_lite0_on_nih14_mini(lite0):
     ])
     emb = lite0.embed(batch)
     assert emb.shape == (4, 1280) and np.isfinite(emb).all() and (emb >= 0).all()
+
+
+# -- through the harness ---------------------------------------------------------------
+def test_efficientnet_lite0_runs_on_phantom_through_harness(tmp_path):
+    import cxrbench
+
+    r = cxrbench.run("efficientnet-lite0", "phantom", dataset_params={"n": 40, "size": 64},
+                     encoder_params={"size": 64}, protocol="leave-one-out", k=[3],
+                     metrics=["knn_auc"], n_boot=0, out=str(tmp_path))
+    assert r.encoder["weights_sha256"].startswith("57934424")
+    assert r.encoder["embedding"] == {"dim": 1280, "distance": "cosine", "dtype": "float32"}
+    assert r.extra["cnn"]["weights_format"] == "efficientnet_pytorch"
+    assert 0.0 <= r.metrics["knn_auc@3"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_efficientnet_lite0_beats_raw_on_nih14_mini():
+    """k-NN-vote AUC, leave-one-out on the 308 real NIH images: ImageNet features beat pixels.
+
+    Measured: macro knn_auc@10 0.568 (95% CI 0.538-0.592) vs raw 0.515 (0.488-0.544);
+    paired bootstrap of the difference 0.054 (0.017-0.094). Random or mis-mapped
+    weights fall to about raw's level.
+    """
+    import cxrbench
+    from conftest import shared_path
+
+    root = shared_path("nih14-mini")
+    res = {enc: cxrbench.run(enc, "nih14", root=str(root), protocol="leave-one-out", k=[10],
+                             metrics=["knn_auc"], n_boot=0, out=None)
+           for enc in ("raw", "efficientnet-lite0")}
+    lite, raw = res["efficientnet-lite0"].metrics["knn_auc@10"], res["raw"].metrics["knn_auc@10"]
+    assert lite >= 0.54 and lite > raw + 0.02, (lite, raw)

@@ -225,3 +225,34 @@ def test_hf_refuses_partial_checkpoints_and_missing_files(tiny_dinov2, tmp_path)
         ENCODERS.create("hf")
     with pytest.raises(ValueError, match="valid: cls, mean"):
         ENCODERS.create("hf", model=str(d), pooling="max")
+
+
+def test_hf_dinov2_registers_excluded_from_mean(tmp_path):
+    cfg = transformers.Dinov2WithRegistersConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+        image_size=28, patch_size=14, num_register_tokens=4)
+    torch.manual_seed(2)
+    model = transformers.Dinov2WithRegistersModel(cfg).eval()
+    model.save_pretrained(tmp_path)
+    enc = ENCODERS.create("hf", model=str(tmp_path), pooling="mean")  # no processor config
+    assert enc.processor_name is None and enc.input_spec.size == (28, 28)
+    x = torch.rand(2, 3, 28, 28, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        h = model(pixel_values=normalize(x, enc.mean, enc.std)).last_hidden_state
+    assert h.shape[1] == 1 + 4 + 4  # class, registers, 2 x 2 patches
+    np.testing.assert_allclose(enc.embed(x), h[:, 5:].mean(1).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_hf_convnet_needs_mean_pooling(tmp_path):
+    cfg = transformers.ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16],
+                                    depths=[1, 1], layer_type="basic", image_size=32)
+    torch.manual_seed(3)
+    model = transformers.ResNetModel(cfg).eval()
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="no class token"):
+        ENCODERS.create("hf", model=str(tmp_path), pooling="cls")
+    enc = ENCODERS.create("hf", model=str(tmp_path), pooling="mean")
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        ref = model(pixel_values=normalize(x, enc.mean, enc.std)).last_hidden_state.mean((2, 3))
+    np.testing.assert_allclose(enc.embed(x), ref.numpy(), rtol=1e-4, atol=1e-5)

@@ -9,9 +9,10 @@ define the preprocessing; it is re-implemented on the greyscale float image
 (no 8-bit rounding), grey replicated to 3 channels, and mean/std applied in
 :meth:`HfEncoder.embed`.
 
-Pooling of ``last_hidden_state``: ``cls`` takes the first (class) token, as
-RAD-DINO and DINOv2 recommend; ``mean`` averages the patch tokens (class and
-register tokens excluded). A checkpoint that leaves any model tensor
+Pooling of ``last_hidden_state``: ``cls`` takes the class token, as RAD-DINO
+and DINOv2 recommend (models without one, e.g. Swin or ConvNeXt, need
+``mean``); ``mean`` averages the patch tokens (class and register tokens
+excluded) or, for convolutional backbones, the final feature map. A checkpoint that leaves any model tensor
 uninitialised is refused: nothing is silently random.
 """
 
@@ -77,12 +78,7 @@ class _Pooled(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=x)
         h = out.last_hidden_state
-        if h.ndim == 4:  # convolutional backbones: N x C x H x W
-            if self.pooling == "cls":
-                pooled = getattr(out, "pooler_output", None)
-                if pooled is None:
-                    raise ValueError("this backbone has no class token; use pooling=mean")
-                return pooled.flatten(1)
+        if h.ndim == 4:  # convolutional backbones: N x C x H x W (mean pooling only)
             return h.mean(dim=(2, 3))
         if self.pooling == "cls":
             return h[:, 0]
@@ -144,7 +140,13 @@ class HfEncoder(Encoder):
         self._setup_preprocessing(tf, ident, net)
         n_reg = int(getattr(net.config, "num_register_tokens", 0) or 0)
         self.model_type = str(getattr(net.config, "model_type", type(net).__name__))
-        tower = _Pooled(net, pooling, 1 + n_reg)
+        emb = getattr(net, "embeddings", None)
+        has_cls = any(hasattr(emb, a) for a in ("cls_token", "class_embedding"))
+        if pooling == "cls" and not has_cls:
+            raise ValueError(
+                f"hf: {self.source} ({self.model_type}) has no class token; use pooling=mean"
+            )
+        tower = _Pooled(net, pooling, int(has_cls) + n_reg)
         with torch.no_grad():
             dim = int(tower.eval()(torch.zeros(1, 3, *self.input_spec.size)).shape[-1])
         self.embedding_spec = EmbeddingSpec(dim=dim, distance=distance)
