@@ -256,3 +256,35 @@ def test_hf_convnet_needs_mean_pooling(tmp_path):
     with torch.no_grad():
         ref = model(pixel_values=normalize(x, enc.mean, enc.std)).last_hidden_state.mean((2, 3))
     np.testing.assert_allclose(enc.embed(x), ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_clip_text_to_image_retrieval_matches_brute_force(tiny_clip, tiny):
+    from cxrbench.encoders.clip import default_prompts, text_retrieval
+
+    d, cfg_file, model = tiny_clip
+    path = d / "tr.pt"
+    torch.save(model.state_dict(), path)
+    enc = ENCODERS.create("clip", model_config=str(cfg_file), pretrained=str(path))
+    from cxrbench.benchmark.harness import RunConfig
+
+    # no decoded-image cache: the brute force below sees exactly the same pixels
+    ev, table, prompts = text_retrieval(enc, tiny, ks=(1, 5), cfg=RunConfig(use_cache=False))
+    assert prompts == default_prompts(tiny.label_names)
+    assert prompts["bright_top"] == "a chest x-ray showing bright top"
+    # brute force: cosine of every image with every prompt, top 5, relevance by label
+    imgs = torch.stack([enc.preprocess(tiny.load_image(i)) for i in range(len(tiny))])
+    img_emb, txt_emb = enc.embed(imgs), enc.embed_text(list(prompts.values()))
+    sims = txt_emb @ img_emb.T
+    labels = tiny.index.labels
+    p5, hit1 = [], []
+    for j, lab in enumerate(prompts):
+        col = list(tiny.label_names).index(lab)
+        top = np.argsort(-sims[j], kind="stable")[:5]
+        np.testing.assert_array_equal(np.sort(table.neighbors[j]), np.sort(top))
+        rel = labels[top, col] == 1
+        p5.append(rel.mean())
+        hit1.append(float(rel[0]))
+    assert ev.values["p@5"] == pytest.approx(np.mean(p5))
+    assert ev.values["recall@1"] == pytest.approx(np.mean(hit1))
+    with pytest.raises(ValueError, match="unknown labels"):
+        text_retrieval(enc, tiny, {"Effusion": "pleural effusion"})

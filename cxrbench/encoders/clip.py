@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -214,3 +214,67 @@ class ClipEncoder(Encoder):
             "precision": self.precision.value, "mean": list(self.mean), "std": list(self.std),
             "resize_mode": self.resize_mode, "interpolation": self.interpolation,
         }}
+
+
+def default_prompts(label_names: Sequence[str]) -> dict[str, str]:
+    """One plain-English prompt per label ("a chest x-ray showing pleural thickening")."""
+    out = {}
+    for lab in label_names:
+        words = lab.replace("_", " ").lower()
+        out[lab] = ("a chest x-ray with no finding" if words == "no finding"
+                    else f"a chest x-ray showing {words}")
+    return out
+
+
+def text_retrieval(encoder: ClipEncoder, dataset: Any, prompts: Mapping[str, str] | None = None,
+                   *, ks: Sequence[int] = (1, 5, 10), metrics: Sequence[str] = ("ranking",),
+                   split: str | None = None, cfg: Any = None, progress: Any = None) -> Any:
+    """Text-to-image retrieval scored with the image-retrieval metrics.
+
+    Each prompt is a query; the gallery is the dataset's images (``split``
+    only, if given); an image is relevant to a prompt when it is positive for
+    the prompt's label (the metrics' ``EvalData.query_labels``). Image
+    embeddings come through the harness's embedding cache.
+
+    Args:
+        prompts: label name -> text; default :func:`default_prompts`.
+        cfg: a :class:`~cxrbench.benchmark.harness.RunConfig` (cache dir, batch size).
+
+    Returns:
+        ``(evaluation, neighbor_table, prompts)``; ``evaluation.values`` holds
+        e.g. ``p@10`` averaged over the prompts (no bootstrap: few queries).
+
+    Example:
+        >>> ev, table, _ = text_retrieval(enc, ds, {"Effusion": "pleural effusion"})  # doctest: +SKIP
+        >>> ev.values["p@10"]  # doctest: +SKIP
+    """
+    from cxrbench.benchmark.harness import RunConfig, embed_dataset
+    from cxrbench.benchmark.search import knn_search
+    from cxrbench.metrics.base import EvalData
+    from cxrbench.metrics.evaluate import evaluate
+
+    names = list(dataset.label_names)
+    prompts = dict(prompts) if prompts else default_prompts(names)
+    unknown = [lab for lab in prompts if lab not in names]
+    if unknown:
+        raise ValueError(f"prompts for unknown labels {unknown}; dataset labels: {names}")
+    cfg = cfg or RunConfig(dataset=getattr(dataset, "name", "dataset"))
+    emb, _ = embed_dataset(encoder, dataset, cfg, progress, stage="embed images")
+    ix = dataset.index
+    gallery = (np.arange(len(ix)) if split is None
+               else np.asarray(dataset.split_indices(split), dtype=np.int64))
+    labs = list(prompts)
+    q_emb = encoder.embed_text([prompts[lab] for lab in labs])
+    k_max = min(max(ks), len(gallery))
+    table = knn_search(q_emb, emb[gallery], k_max, "cosine",
+                       query_rows=np.full(len(labs), -1, dtype=np.int64), gallery_rows=gallery,
+                       exclude_same_patient=False)
+    qlab = np.zeros((len(labs), len(names)), dtype=np.int8)
+    qlab[np.arange(len(labs)), [names.index(lab) for lab in labs]] = 1
+    data = EvalData(
+        queries=table.queries, neighbors=table.neighbors, distances=table.distances,
+        labels=ix.labels, label_names=tuple(names), patient_ids=ix.patient_ids,
+        single_label=getattr(dataset, "single_label", False), query_labels=qlab, gallery=gallery,
+    )
+    ev = evaluate(data, list(metrics), [k for k in ks if k <= k_max], n_boot=0)
+    return ev, table, prompts
