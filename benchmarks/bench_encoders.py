@@ -10,9 +10,13 @@ Each benchmark embeds one batch of BATCH images at 224 x 224 through
 ``Encoder.embed`` (normalisation + network + copy to numpy), so
 ``BATCH / mean`` is images per second; it is also stored in ``extra_info``.
 ``test_ratio`` times the variants back to back in the same process and records
-``bf16_over_fp32`` and ``nchw_over_channels_last`` (> 1: the first is faster). On CPUs without native bf16 (AVX2 only,
-no AVX-512-BF16/AMX) bf16 autocast is emulated and far slower than fp32, which
-is why ``precision=fp32`` is the default.
+``bf16_over_fp32`` and ``nchw_over_channels_last`` (> 1: the first is faster).
+
+On CPUs without native bf16 (AVX2 only, no AVX-512-BF16/AMX) bf16 autocast is
+emulated and far slower than fp32, which is why ``precision=fp32`` is the
+default. Measured on the 2-core AMD EPYC (AVX2) dev box, BATCH=8, lightly
+loaded: fp32 channels-last 49.7 images/s, fp32 NCHW 32.6, bf16 channels-last
+4.2 (bf16_over_fp32 0.085, nchw_over_channels_last 0.66).
 """
 
 from __future__ import annotations

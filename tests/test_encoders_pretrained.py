@@ -220,7 +220,8 @@ def test_data_parallel_prefix_is_stripped(tmp_path):
     m.fc = nn.Identity()
     x = _batch(n=2)
     with torch.no_grad():
-        np.testing.assert_allclose(enc.embed(x), m(normalize(x, IMAGENET_MEAN, IMAGENET_STD)).numpy(), **TOL)
+        ref = m(normalize(x, IMAGENET_MEAN, IMAGENET_STD)).numpy()
+    np.testing.assert_allclose(enc.embed(x), ref, **TOL)
 
 
 def test_wrong_architecture_is_refused_not_half_loaded(tmp_path):

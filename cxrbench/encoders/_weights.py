@@ -118,7 +118,8 @@ def load_state_dict(path: str | os.PathLike) -> StateDict:
 
 # -- key mapping for known formats --------------------------------------------
 _OLD_DENSENET = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+    r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 
@@ -137,7 +138,7 @@ def is_chexnet(sd: Mapping[str, torch.Tensor]) -> bool:
 
 
 def from_chexnet(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """CheXNet keys -> torchvision/timm DenseNet keys (the 14-way head is kept as ``classifier``)."""
+    """CheXNet keys -> torchvision/timm DenseNet keys (the 14-way head becomes ``classifier``)."""
     out = {}
     for k, v in sd.items():
         k = k.removeprefix("densenet121.")

@@ -19,7 +19,6 @@ mean/std normalisation happens inside :meth:`ClipEncoder.embed`.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -45,7 +44,6 @@ from cxrbench.encoders._weights import (
 )
 from cxrbench.encoders.base import EmbeddingSpec, Encoder, InputSpec
 
-log = logging.getLogger(__name__)
 
 _SCHEMAS = ("hf-hub:", "local-dir:")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".tar", ".ckpt", ".npz")
@@ -113,7 +111,8 @@ class ClipEncoder(Encoder):
         self._tokenizer = None
 
     # -- weights ------------------------------------------------------------------
-    def _create(self, oc, model: str, pretrained: str | None) -> tuple[torch.nn.Module, Path | None]:
+    def _create(self, oc, model: str,
+                pretrained: str | None) -> tuple[torch.nn.Module, Path | None]:
         if model.startswith(_SCHEMAS):
             return self._create_schema(oc, model)
         if pretrained is None:
@@ -245,7 +244,7 @@ def text_retrieval(encoder: ClipEncoder, dataset: Any, prompts: Mapping[str, str
         e.g. ``p@10`` averaged over the prompts (no bootstrap: few queries).
 
     Example:
-        >>> ev, table, _ = text_retrieval(enc, ds, {"Effusion": "pleural effusion"})  # doctest: +SKIP
+        >>> ev, _, _ = text_retrieval(enc, ds, {"Effusion": "pleural effusion"})  # doctest: +SKIP
         >>> ev.values["p@10"]  # doctest: +SKIP
     """
     from cxrbench.benchmark.harness import RunConfig, embed_dataset

@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,6 @@ from cxrbench.encoders._weights import (
 )
 from cxrbench.encoders.base import EmbeddingSpec, Encoder, InputSpec
 
-log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "timm", "chexnet", "xrv", "efficientnet_pytorch")
 #: torchxrayvision's models see greyscale scaled to this range
@@ -126,7 +124,8 @@ class CnnEncoder(Encoder):
         self.input_spec = InputSpec(size=(int(h), int(w)), channels=channels,
                                     value_range=XRV_RANGE if xrv else (0.0, 1.0))
         self.embedding_spec = EmbeddingSpec(dim=int(model.num_features), distance=distance)
-        self.runner = Runner(model, self.device, self.precision, channels_last=self._params["channels_last"])
+        self.runner = Runner(model, self.device, self.precision,
+                             channels_last=self._params["channels_last"])
 
     # -- weights ------------------------------------------------------------------
     def _default_weights(self) -> str:

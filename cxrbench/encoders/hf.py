@@ -12,8 +12,8 @@ define the preprocessing; it is re-implemented on the greyscale float image
 Pooling of ``last_hidden_state``: ``cls`` takes the class token, as RAD-DINO
 and DINOv2 recommend (models without one, e.g. Swin or ConvNeXt, need
 ``mean``); ``mean`` averages the patch tokens (class and register tokens
-excluded) or, for convolutional backbones, the final feature map. A checkpoint that leaves any model tensor
-uninitialised is refused: nothing is silently random.
+excluded) or, for convolutional backbones, the final feature map. A checkpoint
+that leaves any model tensor uninitialised is refused: nothing is silently random.
 """
 
 from __future__ import annotations
