@@ -362,3 +362,12 @@ def test_efficientnet_lite0_beats_raw_on_nih14_mini():
            for enc in ("raw", "efficientnet-lite0")}
     lite, raw = res["efficientnet-lite0"].metrics["knn_auc@10"], res["raw"].metrics["knn_auc@10"]
     assert lite >= 0.54 and lite > raw + 0.02, (lite, raw)
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv3_small_050", "convnext_atto"])
+def test_declared_dim_matches_output_for_other_timm_archs(arch):
+    enc = ENCODERS.create("cnn", arch=arch, weights="none", size=SIZE, distance="l2")
+    out = enc.embed(_batch(n=2))
+    assert out.shape == (2, enc.embedding_spec.dim)  # mobilenetv3: pre-logits 1024, not 288
+    with pytest.raises(ValueError, match="valid: cosine, l2"):
+        ENCODERS.create("cnn", arch=arch, weights="none", distance="hamming")

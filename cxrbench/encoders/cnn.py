@@ -87,6 +87,9 @@ class CnnEncoder(Encoder):
                  channels_last: bool = True, **params: Any) -> None:
         weights = self._default_weights() if weights is None else str(weights)
         fmt = str(format).lower()
+        if str(distance) not in ("cosine", "l2"):
+            raise ValueError(f"unknown distance {distance!r} for real-valued features; "
+                             "valid: cosine, l2")
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
         super().__init__(arch=arch or self.default_arch, weights=weights, format=fmt,
@@ -123,7 +126,9 @@ class CnnEncoder(Encoder):
         self.mean, self.std = self._norm_stats(cfg)
         self.input_spec = InputSpec(size=(int(h), int(w)), channels=channels,
                                     value_range=XRV_RANGE if xrv else (0.0, 1.0))
-        self.embedding_spec = EmbeddingSpec(dim=int(model.num_features), distance=distance)
+        # the pooled output width: head_hidden_size where a pre-logits layer exists
+        dim = getattr(model, "head_hidden_size", None) or model.num_features
+        self.embedding_spec = EmbeddingSpec(dim=int(dim), distance=distance)
         self.runner = Runner(model, self.device, self.precision,
                              channels_last=self._params["channels_last"])
 
