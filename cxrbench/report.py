@@ -48,9 +48,10 @@ def print_result(res: Result, console: Console) -> None:
     for key in headline_keys(res):
         t.add_row(key, fmt(res, key))
     console.print(t)
-    per_label = sorted(k for k in res.metrics if k.startswith("knn_auc@") and "[" in k)
+    auc = [k for k in headline_keys(res) if k.startswith("knn_auc@")]
+    per_label = sorted(k for k in res.metrics if auc and k.startswith(auc[0] + "["))
     if per_label:
-        lt = Table(title="k-NN-vote AUC per label")
+        lt = Table(title=f"k-NN-vote AUC per label ({auc[0]})")
         lt.add_column("label")
         lt.add_column("AUC (95% CI)")
         for key in per_label:

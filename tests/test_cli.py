@@ -58,3 +58,12 @@ def test_parse_sets():
     assert ds == {"n": 5}
     with pytest.raises(ValueError, match="key=value"):
         parse_sets(["oops"])
+
+
+def test_run_summary_shows_each_label_once(tmp_path):
+    p = cli("run", "--encoder", "raw", "--dataset", "tiny", "--k", "1", "5", "--out", str(tmp_path),
+            "-q", "--n-boot", "0")
+    assert p.returncode == 0, p.stderr
+    assert "k-NN-vote AUC per label (knn_auc@5)" in " ".join(p.stdout.split())
+    for label in ("bright_top", "bright_left", "ring"):
+        assert p.stdout.count(label) == 1
