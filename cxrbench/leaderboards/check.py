@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -57,6 +55,7 @@ from typing import Any, Sequence
 
 from cxrbench import __version__
 from cxrbench.benchmark.result import Result, atomic_create
+from cxrbench.benchmark.store import atomic_write_text
 from cxrbench.leaderboards.collect import (
     canonical,
     dedupe_by,
@@ -131,16 +130,7 @@ def save_baseline(doc: dict, path: str | Path, *, force: bool = False) -> Path:
         except FileExistsError:
             raise FileExistsError(f"{path} exists; pass --force to replace the baseline") from None
         return path
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(path, text)
     return path
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from cxrbench.metrics import METRICS
 from cxrbench.metrics import _kernels as kn
-from cxrbench.metrics.base import EvalData, Metric, Summary
+from cxrbench.metrics.base import EvalData, LabelMetric, Summary
 
 
 def _masks(words: list[np.ndarray], rows) -> np.ndarray:
@@ -103,18 +103,10 @@ def _ideal(q_masks: np.ndarray, is_self: np.ndarray, gal_masks: np.ndarray, n_la
 
 
 @METRICS.register("avg")
-class AverageShared(Metric):
+class AverageShared(LabelMetric):
     """AvG@K (mean labels shared with the top K, seed 001), avg_jaccard@K and graded NDCG@K."""
 
     name = "avg"
-
-    def applicable(self, data: EvalData) -> str | None:
-        if data.labels.ndim != 2 or data.labels.shape[1] == 0:
-            return "the dataset has no labels"
-        return None
-
-    def compute(self, data: EvalData, ks: Sequence[int]) -> dict[str, float]:
-        return self.summarize(data, ks).values
 
     def summarize(self, data: EvalData, ks: Sequence[int]) -> Summary:
         ks = sorted({int(k) for k in ks})

@@ -148,3 +148,17 @@ class Metric(ABC):
 
     def higher_is_better(self, key: str) -> bool:
         return not key.startswith(self.lower_is_better_prefixes)
+
+
+class LabelMetric(Metric):
+    """A metric family over the label matrix, computed through :meth:`summarize`."""
+
+    def applicable(self, data: EvalData) -> str | None:
+        if data.labels.ndim != 2 or data.labels.shape[1] == 0:
+            return "the dataset has no labels"
+        return None
+
+    def compute(self, data: EvalData, ks: Sequence[int]) -> dict[str, float]:
+        summary = self.summarize(data, ks)
+        assert summary is not None
+        return summary.values

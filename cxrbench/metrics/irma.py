@@ -54,7 +54,13 @@ import numpy as np
 
 from cxrbench.metrics import METRICS
 from cxrbench.metrics import _kernels as kn
-from cxrbench.metrics._irma_read import AXES, CODE, FOLDER_FILES, read_folder, read_official
+from cxrbench.metrics._irma_read import (
+    AXES,
+    CODE,
+    FOLDER_FILES,
+    read_folder,
+    read_official,
+)
 from cxrbench.metrics.base import EvalData, Metric, Summary
 
 #: the prediction used when a neighbour is missing (padding) or has no code

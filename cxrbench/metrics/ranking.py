@@ -37,7 +37,7 @@ import numpy as np
 
 from cxrbench.metrics import METRICS
 from cxrbench.metrics import _kernels as kn
-from cxrbench.metrics.base import EvalData, Metric, Summary
+from cxrbench.metrics.base import EvalData, LabelMetric, Summary
 
 
 def relevance_chunks(data: EvalData, k_max: int):
@@ -67,18 +67,10 @@ def relevance_chunks(data: EvalData, k_max: int):
 
 
 @METRICS.register("ranking")
-class Ranking(Metric):
+class Ranking(LabelMetric):
     """P@K, mAP@K, Recall/HitRate@K, MRR@K (relevant: shares a positive label, or same class)."""
 
     name = "ranking"
-
-    def applicable(self, data: EvalData) -> str | None:
-        if data.labels.ndim != 2 or data.labels.shape[1] == 0:
-            return "the dataset has no labels"
-        return None
-
-    def compute(self, data: EvalData, ks: Sequence[int]) -> dict[str, float]:
-        return self.summarize(data, ks).values
 
     def summarize(self, data: EvalData, ks: Sequence[int]) -> Summary:
         ks = sorted({int(k) for k in ks})

@@ -32,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrbench.metrics import METRICS
 from cxrbench.metrics import _kernels as kn
-from cxrbench.metrics.base import EvalData, Metric, Summary
+from cxrbench.metrics.base import EvalData, LabelMetric, Summary
 
 VOTE_STATS = ("sensitivity", "specificity", "precision", "f1")
 
@@ -62,18 +62,10 @@ def hist_auc(neg: np.ndarray, pos: np.ndarray) -> np.ndarray:
 
 
 @METRICS.register("knn_auc")
-class KnnVote(Metric):
+class KnnVote(LabelMetric):
     """k-NN-vote AUC (seed 000), per label and macro, and the vote's sensitivity/specificity/F1."""
 
     name = "knn_auc"
-
-    def applicable(self, data: EvalData) -> str | None:
-        if data.labels.ndim != 2 or data.labels.shape[1] == 0:
-            return "the dataset has no labels"
-        return None
-
-    def compute(self, data: EvalData, ks: Sequence[int]) -> dict[str, float]:
-        return self.summarize(data, ks).values
 
     def summarize(self, data: EvalData, ks: Sequence[int]) -> Summary:
         ks = sorted({int(k) for k in ks})
