@@ -270,12 +270,15 @@ def test_clip_text_to_image_retrieval_matches_brute_force(tiny_clip, tiny):
     enc = ENCODERS.create("clip", model_config=str(cfg_file), pretrained=str(path))
     from cxrbench.benchmark.harness import RunConfig
 
-    # no decoded-image cache: the brute force below sees exactly the same pixels
+    from cxrbench.datasets.imagecache import uncached_source
+
+    # no decoded-image cache; the brute force reads the same 8-bit pixels the harness does
     ev, table, prompts = text_retrieval(enc, tiny, ks=(1, 5), cfg=RunConfig(use_cache=False))
+    pixels = uncached_source(tiny, enc.input_spec.size)
     assert prompts == default_prompts(tiny.label_names)
     assert prompts["bright_top"] == "a chest x-ray showing bright top"
     # brute force: cosine of every image with every prompt, top 5, relevance by label
-    imgs = torch.stack([enc.preprocess(tiny.load_image(i)) for i in range(len(tiny))])
+    imgs = torch.stack([enc.preprocess(pixels.load_image(i)) for i in range(len(tiny))])
     img_emb, txt_emb = enc.embed(imgs), enc.embed_text(list(prompts.values()))
     sims = txt_emb @ img_emb.T
     labels = tiny.index.labels
@@ -291,3 +294,28 @@ def test_clip_text_to_image_retrieval_matches_brute_force(tiny_clip, tiny):
     assert ev.values["recall@1"] == pytest.approx(np.mean(hit1))
     with pytest.raises(ValueError, match="unknown labels"):
         text_retrieval(enc, tiny, {"Effusion": "pleural effusion"})
+
+
+def test_cli_query_text(tiny_clip, tmp_path):
+    """``cxrbench run --encoder clip --query-text LABEL=TEXT`` prints text-to-image metrics."""
+    import os
+    import subprocess
+    import sys
+
+    d, cfg_file, model = tiny_clip
+    path = d / "cli.pt"
+    torch.save(model.state_dict(), path)
+    env = {**os.environ, "COLUMNS": "200", "CXRBENCH_CACHE": str(tmp_path)}
+    p = subprocess.run(
+        [sys.executable, "-m", "cxrbench.cli", "run", "--encoder", "clip", "--dataset", "tiny",
+         "--set", f"model_config={cfg_file}", f"pretrained={path}", "--k", "1", "5",
+         "--query-text", "ring=a bright ring", "bright_top=bright band at the top", "-q"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "text-to-image: clip on tiny (2 prompts)" in " ".join(p.stdout.split())
+    assert "p@5" in p.stdout and "avg@5" in p.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "cxrbench.cli", "run", "--encoder", "raw", "--dataset", "tiny",
+         "--query-text", "default", "-q"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "needs a text tower" in bad.stderr
+

@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write caches")
     p.add_argument("--save-neighbors", action="store_true",
                    help="write the neighbour table next to the Result")
+    p.add_argument("--query-text", nargs="+", action="extend", metavar="LABEL=TEXT",
+                   help="CLIP encoders: text-to-image retrieval, one prompt per label "
+                        "(e.g. Effusion='pleural effusion'); 'default' = one prompt per label")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
 
 
@@ -134,6 +137,38 @@ def main(args: argparse.Namespace) -> int:
         print_leaderboard(results, console)
         return 0
     cfg = RunConfig.from_dict(d)
+    if args.query_text:
+        return text_to_image(cfg, args.query_text, console)
     res = run(config=cfg, progress=not args.quiet)
     print_result(res, console)
+    return 0
+
+
+def text_to_image(cfg: Any, items: list[str], console: Any) -> int:
+    """``--query-text``: prompts query the dataset's images; same ranking/AvG metrics."""
+    from rich.table import Table
+
+    from cxrbench.benchmark.harness import create_dataset, create_encoder
+    from cxrbench.encoders.clip import text_retrieval
+
+    enc = create_encoder(cfg.encoder, device=cfg.device, **cfg.encoder_params)
+    if not hasattr(enc, "embed_text"):
+        raise ValueError(f"--query-text needs a text tower (e.g. --encoder clip); "
+                         f"{cfg.encoder!r} has none")
+    prompts = None
+    if items != ["default"]:
+        prompts = {}
+        for item in items:
+            if "=" not in item:
+                raise ValueError(f"--query-text expects LABEL=TEXT, got {item!r}")
+            label, text = item.split("=", 1)
+            prompts[label] = text
+    ds = create_dataset(cfg.dataset, cfg.root, **cfg.dataset_params)
+    ev, _, used = text_retrieval(enc, ds, prompts, ks=cfg.k, metrics=("ranking", "avg"), cfg=cfg)
+    t = Table(title=f"text-to-image: {cfg.encoder} on {cfg.dataset} ({len(used)} prompts)")
+    t.add_column("metric", style="bold")
+    t.add_column("value", justify="right")
+    for key in sorted(ev.values):
+        t.add_row(key, f"{ev.values[key]:.3f}")
+    console.print(t)
     return 0
