@@ -360,7 +360,7 @@ def test_shipped_suites_load(path, monkeypatch):
     for r in s.runs:
         Protocol.parse(r.config.protocol)
         if r.config.root is not None:  # real data: beside the repository by default
-            assert Path(r.config.root).parent == shared, r.config.root
+            assert Path(r.config.root).resolve().parent == shared, r.config.root
 
 
 def test_paper_suites_encode_the_settings(monkeypatch):
