@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
+import torch
 
 from cxrbench.datasets import DATASETS, Dataset, Index
 from cxrbench.testing import TinyDataset
@@ -16,6 +18,15 @@ FAST = {
                    "bottleneck": 16, "epochs": 8, "batch_size": 16},
     "supervised-cnn": {"size": 32, "epochs": 3, "batch_size": 16, "patience": 5},
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One torch thread: on a shared 2-core box two threads are several times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def small_dataset(n: int = 48) -> Dataset:

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from _learned_helpers import FAST, RecordingDataset, small_dataset, tiny_batch
+from _learned_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 import cxrbench
 from cxrbench.benchmark.harness import RunConfig
@@ -34,15 +35,6 @@ from cxrbench.encoders.stacked_ae import StackedAutoencoder, parse_layers
 
 REPO = Path(__file__).resolve().parents[1]
 LEARNED = sorted(FAST)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core box two threads are several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from _learned_helpers import FAST, SingleLabelTiny, small_dataset, tiny_batch
+from _learned_helpers import one_torch_thread  # noqa: F401  (autouse fixture)
 
 from cxrbench._registry import RegistryError
 from cxrbench.datasets import Subset
@@ -19,15 +20,6 @@ from cxrbench.encoders.supervised_cnn import (
     classification_metrics,
     minmax,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core box two threads are several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # -- a tiny 3-channel "pretrained CNN" backbone, registered for these tests only -----------

@@ -146,13 +146,9 @@ class ClipEncoder(Encoder):
             path = Path(oc.download_pretrained(tag_cfg))  # cache hit now: the file's path
         except Exception as exc:
             where = tag_cfg.get("hf_hub") or tag_cfg.get("url")
-            raise MissingWeightsError(
-                f"clip: weights for {model} pretrained={pretrained} ({where}) are not in the "
-                f"Hugging Face cache {hf_cache_hint()}"
-                + (" and downloads are off (HF_HUB_OFFLINE=1)" if hf_offline() else "")
-                + f". Run once online, or download the checkpoint and pass "
-                f"pretrained=/path/to/file ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise _not_cached(f"weights for {model} pretrained={pretrained} ({where}) are",
+                              "download the checkpoint and pass pretrained=/path/to/file",
+                              exc) from exc
         return clip, path
 
     def _create_schema(self, oc, model: str) -> tuple[torch.nn.Module, Path | None]:
@@ -173,13 +169,9 @@ class ClipEncoder(Encoder):
             clip = oc.create_model(model, require_pretrained=True)
             path = Path(oc.pretrained.download_pretrained_from_hf(ident))
         except Exception as exc:
-            raise MissingWeightsError(
-                f"clip: {model} (config open_clip_config.json and weights) is not in the Hugging "
-                f"Face cache {hf_cache_hint()}"
-                + (" and downloads are off (HF_HUB_OFFLINE=1)" if hf_offline() else "")
-                + f". Run once online, or download the repo to a folder and pass "
-                f"model=local-dir:/path/to/folder ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise _not_cached(f"{model} (config open_clip_config.json and weights) is",
+                              "download the repo to a folder and pass "
+                              "model=local-dir:/path/to/folder", exc) from exc
         return clip, path
 
     # -- encoder interface --------------------------------------------------------
@@ -213,6 +205,15 @@ class ClipEncoder(Encoder):
             "precision": self.precision.value, "mean": list(self.mean), "std": list(self.std),
             "resize_mode": self.resize_mode, "interpolation": self.interpolation,
         }}
+
+
+def _not_cached(what: str, fix: str, exc: Exception) -> MissingWeightsError:
+    """The error for weights that are neither on disk nor in the Hugging Face cache."""
+    offline = " and downloads are off (HF_HUB_OFFLINE=1)" if hf_offline() else ""
+    return MissingWeightsError(
+        f"clip: {what} not in the Hugging Face cache {hf_cache_hint()}{offline}. "
+        f"Run once online, or {fix} ({type(exc).__name__}: {exc})"
+    )
 
 
 def default_prompts(label_names: Sequence[str]) -> dict[str, str]:
